@@ -1,0 +1,141 @@
+"""The alignfw plugin API: the one file a plugin author reads.
+
+A plugin is a module (or object) with ``@hookimpl`` functions, found through the ``alignfw``
+entry-point group of its distribution::
+
+    [project.entry-points.alignfw]
+    toxicity = "alignfw_toxicity"
+
+alignfw's own built-in plugins are found exactly the same way. Every hook is documented with an
+example in ``docs/plugins.md`` and tested in ``tests/test_hooks.py``.
+
+Registration hooks (one per plugin kind) receive ``register(name, factory, config=ConfigClass)``:
+
+- ``name`` is the Hydra option: ``+reward=<name>``, ``+algo=<name>``, ``model=<name>``, ``data=<name>``;
+- ``config`` is a dataclass whose fields are the component's options, stored in Hydra's ConfigStore
+  under the kind's group, so ``reward.<field>=...`` is type-checked before anything runs;
+- ``factory(cfg)`` builds the component from a filled-in ``config`` instance. A factory that also
+  takes a parameter named ``ctx`` receives the :class:`alignfw.registry.BuildContext` (device,
+  run directory, the already-built model, reward and tokenizer, the registry itself).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from alignfw.registry import Register
+
+hookspec = pluggy.HookspecMarker("alignfw")
+hookimpl = pluggy.HookimplMarker("alignfw")
+
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Register models (policies, value heads, reward models).
+
+    ``factory(cfg, ctx)`` returns an :class:`alignfw.models.PolicyModel`-like object. Selected
+    with ``model=<name>``; options are ``model.<field>=...``.
+
+    Example::
+
+        @hookimpl
+        def register_models(register):
+            register("hf_causal_lm", build_hf_model, config=HFModelConfig)
+    """
+
+
+@hookspec
+def register_rewards(register: Register) -> None:
+    """Register reward functions.
+
+    ``factory(cfg)`` returns a callable ``(prompts, responses, records) -> Tensor[B]`` (a list of
+    floats is fine too). Selected with ``+reward=<name>``; options are ``reward.<field>=...``.
+
+    Example::
+
+        @hookimpl
+        def register_rewards(register):
+            register("bleu", BleuReward, config=BleuConfig)
+    """
+
+
+@hookspec
+def register_algorithms(register: Register) -> None:
+    """Register training algorithms.
+
+    ``factory(cfg, ctx)`` returns an object with ``step(records) -> dict[str, float]``,
+    ``state_dict()`` and ``load_state_dict(state)`` (:class:`alignfw.types.Algorithm`).
+    Selected with ``+algo=<name>``; options are ``algo.<field>=...``.
+
+    Example::
+
+        @hookimpl
+        def register_algorithms(register):
+            register("ppo", PPO, config=PPOConfig)
+    """
+
+
+@hookspec
+def register_data_sources(register: Register) -> None:
+    """Register data sources.
+
+    ``factory(cfg)`` returns an object with ``records(split) -> Iterable[Record]`` where ``split`` is
+    ``"train"`` or ``"eval"`` (:class:`alignfw.types.Record`). Selected with ``data=<name>``.
+
+    Example::
+
+        @hookimpl
+        def register_data_sources(register):
+            register("jsonl", JsonlSource, config=JsonlConfig)
+    """
+
+
+@hookspec
+def on_run_start(run_dir: str, config: dict[str, Any]) -> None:
+    """Called once before the first step with the run directory and the resolved config (plain dict).
+
+    Example::
+
+        @hookimpl
+        def on_run_start(run_dir, config):
+            wandb.init(dir=run_dir, config=config)
+    """
+
+
+@hookspec
+def on_step_end(step: int, metrics: dict[str, float]) -> None:
+    """Called after every optimisation step with that step's scalar metrics.
+
+    Example::
+
+        @hookimpl
+        def on_step_end(step, metrics):
+            print(step, metrics["reward/mean"])
+    """
+
+
+@hookspec
+def on_checkpoint(step: int, path: str) -> None:
+    """Called after a checkpoint was written (atomically) to ``path``.
+
+    Example::
+
+        @hookimpl
+        def on_checkpoint(step, path):
+            upload(path)
+    """
+
+
+@hookspec
+def on_run_end(run_dir: str, metrics: dict[str, float]) -> None:
+    """Called once after training with the final evaluation metrics.
+
+    Example::
+
+        @hookimpl
+        def on_run_end(run_dir, metrics):
+            print("done", metrics)
+    """
