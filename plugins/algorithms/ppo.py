@@ -1,0 +1,238 @@
+"""PPO for language models with a learned value head and GAE.
+
+Follows Ouyang et al. 2022 (https://arxiv.org/abs/2203.02155) and the "N implementation details of
+RLHF with PPO" (Huang et al. 2024, https://arxiv.org/abs/2403.17031); the reference
+implementation is TRL's ``PPOTrainer``. One ``step``:
+
+1. roll out one sampled response per prompt with the policy (dropout off);
+2. score the responses with the reward (a plugin or any plain callable);
+3. compute old log-probs and values with the policy and reference log-probs with the frozen
+   reference, all through the fused log-prob op (no full-vocabulary fp32 logits);
+4. shape token rewards: ``-kl_coef * (logp - logp_ref)`` per token, plus the score on the last
+   response token; advantages and returns by GAE (Rust, ``alignfw.ops.gae``); whiten advantages;
+5. ``ppo_epochs`` passes over shuffled minibatches with the clipped policy loss, the clipped
+   value loss and an optional entropy bonus; update the adaptive KL coefficient.
+
+Every numerical piece is a pure function below the class, testable on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from alignfw.hookspecs import hookimpl
+from alignfw.models import CausalLM, Generation, disable_dropout
+from alignfw.ops import gae
+from alignfw.rollout import AdaptiveKLController, compute_rewards, masked_mean, masked_whiten
+from alignfw.types import Record
+
+__all__ = ["PPO", "PPOConfig", "clipped_policy_loss", "clipped_value_loss", "kl_shaped_rewards"]
+
+
+@dataclass
+class PPOConfig:
+    """Options of PPO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
+
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    ppo_epochs: int = 4  #: passes over each rollout batch
+    minibatch_size: int = 16  #: sequences per gradient step
+    grad_accum: int = 1  #: minibatches accumulated per optimizer step
+    max_grad_norm: float = 1.0
+    clip_range: float = 0.2  #: policy ratio clipping
+    clip_range_value: float = 0.2  #: value clipping around the old values
+    vf_coef: float = 0.1
+    entropy_coef: float = 0.0
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_coef: float = 0.05  #: initial KL penalty coefficient
+    kl_target: float | None = None  #: adaptive KL target per sequence (None: fixed coefficient)
+    kl_horizon: int = 10000
+    whiten_advantages: bool = True
+    whiten_rewards: bool = False
+    missing_eos_penalty: float | None = None  #: added to the score of responses without EOS
+    temperature: float | None = None  #: None: the rollout temperature
+
+
+class PPO:
+    """The PPO algorithm: owns the optimizer, the KL controller and the reference model."""
+
+    def __init__(self, cfg: PPOConfig, ctx: Any) -> None:
+        from alignfw.exceptions import ConfigError
+
+        if ctx.reward is None:
+            names = ", ".join(ctx.registry.names("reward"))
+            raise ConfigError(f"PPO needs a reward: add +reward=<name> (installed: {names})")
+        if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1:
+            raise ConfigError("algo.minibatch_size and algo.ppo_epochs must be >= 1")
+        self.cfg = cfg
+        self.model: CausalLM = ctx.model
+        self.reward = ctx.reward
+        self.rollout_cfg = ctx.extras["rollout"]
+        self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
+        disable_dropout(self.model.lm)
+        self.model.add_value_head()
+        self.ref = self.model.make_reference()
+        self.optimizer = torch.optim.AdamW(
+            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps
+        )
+        self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def step(self, records: list[Record]) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        prompts = [r.prompt for r in records]
+        r = self.rollout_cfg
+        gen = model.generate(prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
+        scores = compute_rewards(self.reward, prompts, gen.responses, records, model.device)  # (b,)
+        mask = gen.response_mask.float()  # (b, R)
+        if cfg.missing_eos_penalty is not None:
+            has_eos = (gen.response_ids == model.tokenizer.eos_token_id).logical_and(gen.response_mask.bool()).any(1)
+            scores = scores + (~has_eos).float() * cfg.missing_eos_penalty
+
+        with torch.no_grad():
+            model.lm.eval()
+            old = model.score(gen, temperature=self.temperature, values=True)
+            ref_logprobs = model.score(gen, temperature=self.temperature, lm=self.ref)["logprobs"]
+        old_logprobs, old_values = old["logprobs"].float(), old["values"].float()
+        kl = (old_logprobs - ref_logprobs.float()) * mask  # (b, R), k1 estimator
+        shaped = kl_shaped_rewards(scores, kl, mask, self.kl_ctl.coef)
+        if cfg.whiten_rewards:
+            shaped = masked_whiten(shaped, mask, shift_mean=False)
+        advantages, returns = gae(shaped, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+
+        stats = self._optimize(gen, old_logprobs, old_values, advantages, returns, mask)
+        seq_kl = kl.sum(1).mean().item()
+        self.kl_ctl.update(seq_kl, len(records))
+        resp_len = mask.sum(1)
+        stats.update(
+            {
+                "reward/mean": scores.mean().item(),
+                "reward/std": scores.std().item() if len(scores) > 1 else 0.0,
+                "kl/seq": seq_kl,
+                "kl/coef": self.kl_ctl.coef,
+                "response/length": resp_len.mean().item(),
+                "value/mean": masked_mean(old_values, mask).item(),
+                "returns/mean": masked_mean(returns, mask).item(),
+            }
+        )
+        return stats
+
+    def _optimize(self, gen, old_logprobs, old_values, advantages, returns, mask) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        b = gen.sequences.shape[0]
+        model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
+        acc: dict[str, list[float]] = {}
+        n_mb = 0
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(b, device=gen.sequences.device)
+            for start in range(0, b, cfg.minibatch_size):
+                idx = perm[start : start + cfg.minibatch_size]
+                mb = Generation(gen.sequences[idx], gen.attention_mask[idx], gen.response_mask[idx], gen.prompt_len, [])
+                m = mask[idx]
+                out = model.score(mb, temperature=self.temperature, values=True, entropy=cfg.entropy_coef > 0)
+                pg_loss, pg_stats = clipped_policy_loss(out["logprobs"].float(), old_logprobs[idx], advantages[idx], m, cfg.clip_range)
+                vf_loss, vf_stats = clipped_value_loss(out["values"], old_values[idx], returns[idx], m, cfg.clip_range_value)
+                loss = pg_loss + cfg.vf_coef * vf_loss
+                if cfg.entropy_coef > 0:
+                    ent = masked_mean(out["entropy"].float(), m)
+                    loss = loss - cfg.entropy_coef * ent
+                    pg_stats["entropy"] = ent.item()
+                (loss / cfg.grad_accum).backward()
+                n_mb += 1
+                if n_mb % cfg.grad_accum == 0:
+                    gn = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    pg_stats["grad_norm"] = float(gn)
+                for k, v in {**pg_stats, **vf_stats, "loss/total": loss.item()}.items():
+                    acc.setdefault(k, []).append(v)
+        if n_mb % cfg.grad_accum:
+            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {k: sum(v) / len(v) for k, v in acc.items()}
+
+    # -- evaluation and state -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, records: list[Record]) -> dict[str, float]:
+        """Mean reward, KL to the reference and response length of fresh samples on ``records``."""
+        from alignfw.evaluation import evaluate_policy
+
+        return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "value_head": self.model.value_head.state_dict() if self.model.value_head is not None else {},
+            "ref": self.ref.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        if self.model.value_head is not None:
+            self.model.value_head.load_state_dict(state["value_head"])
+        self.ref.load_state_dict(state["ref"])
+
+
+# -- the numerical pieces ---------------------------------------------------------------------
+
+
+def kl_shaped_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """Per-token rewards: ``-kl_coef * kl`` everywhere, plus the sequence score on the last real token.
+
+    Shapes: ``scores`` ``(b,)``; ``kl``, ``mask`` ``(b, R)``. Returns ``(b, R)``, zero where masked.
+    """
+    rewards = -kl_coef * kl * mask
+    last = (mask.cumsum(1) * mask).argmax(1)  # index of the last real token, (b,)
+    has_any = mask.sum(1) > 0
+    rows = torch.arange(mask.shape[0], device=mask.device)[has_any]
+    rewards[rows, last[has_any]] += scores[has_any]
+    return rewards
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO's clipped surrogate objective (Schulman et al. 2017, eq. 7), as a loss. Shapes ``(b, R)``."""
+    log_ratio = (logprobs - old_logprobs) * mask
+    ratio = log_ratio.exp()
+    loss_unclipped = -advantages * ratio
+    loss_clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)
+    loss = masked_mean(torch.maximum(loss_unclipped, loss_clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "loss/policy": loss.item(),
+            "policy/clipfrac": masked_mean((loss_clipped > loss_unclipped).float(), mask).item(),
+            "policy/approxkl": masked_mean(0.5 * log_ratio**2, mask).item(),
+            "policy/ratio": masked_mean(ratio, mask).item(),
+        }
+    return loss, stats
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped value loss: ``0.5 * max((v - R)^2, (clip(v, v_old ± clip) - R)^2)``. Shapes ``(b, R)``."""
+    v_clipped = old_values + (values - old_values).clamp(-clip, clip)
+    l1 = (values - returns) ** 2
+    l2 = (v_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(l1, l2), mask)
+    with torch.no_grad():
+        stats = {"loss/value": loss.item(), "value/clipfrac": masked_mean((l2 > l1).float(), mask).item()}
+    return loss, stats
+
+
+@hookimpl
+def register_algorithms(register):
+    register("ppo", PPO, config=PPOConfig)

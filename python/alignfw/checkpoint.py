@@ -1,0 +1,128 @@
+"""Atomic, pickle-free checkpoints.
+
+A checkpoint is a directory ``<run>/checkpoints/step_00000040/`` holding
+
+- ``model/``: the policy in Hugging Face format (``save_pretrained``, safetensors);
+- ``state.safetensors``: every tensor of the trainer state (optimizer moments, value head,
+  reference model, RNG states);
+- ``state.json``: the rest of the trainer state (step, hyper-parameters, Python RNG), with each
+  tensor replaced by ``{"__tensor__": key}``.
+
+It is written under a temporary name and renamed into place, and ``latest`` (a one-line file,
+replaced atomically) names the newest complete one, so a run killed at any moment leaves either
+the old or the new checkpoint, never half of one. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from alignfw.exceptions import CheckpointError
+
+__all__ = ["find_checkpoint", "load_state", "save_checkpoint", "save_state"]
+
+
+def _encode(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_encode(k, f"{key}.k{i}", tensors), _encode(v, f"{key}.{i}", tensors)] for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        return {"__tuple__" if isinstance(obj, tuple) else "__list__": [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CheckpointError(f"cannot checkpoint a {type(obj).__name__} at {key!r}: state must be tensors, numbers, strings, lists and dicts")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+        if "__list__" in obj:
+            return [_decode(v, tensors) for v in obj["__list__"]]
+    return obj
+
+
+def save_state(directory: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` as ``state.safetensors`` + ``state.json`` into ``directory`` (not atomic by itself)."""
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _encode(state, "s", tensors)
+    save_file(tensors, str(directory / "state.safetensors"))
+    (directory / "state.json").write_text(json.dumps(tree))
+
+
+def load_state(directory: Path) -> dict[str, Any]:
+    try:
+        tree = json.loads((directory / "state.json").read_text())
+        tensors = load_file(str(directory / "state.safetensors"))
+        return _decode(tree, tensors)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"checkpoint {directory} is incomplete: {e.filename} is missing; resume from another checkpoint") from e
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); it may be truncated: resume from an earlier checkpoint") from e
+
+
+def save_checkpoint(run_dir: Path, step: int, model: Any, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write a complete checkpoint atomically and prune all but the newest ``keep``."""
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save_pretrained(str(tmp / "model"))
+    save_state(tmp, state)
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    latest_tmp = root / f".latest_{os.getpid()}"
+    latest_tmp.write_text(final.name + "\n")
+    os.replace(latest_tmp, root / "latest")
+    _fsync_dir(root)
+    done = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in done[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from a run directory, a ``checkpoints/`` directory or a checkpoint itself."""
+    p = Path(path).expanduser()
+    if (p / "state.json").exists():
+        return p
+    for root in (p / "checkpoints", p):
+        latest = root / "latest"
+        if latest.exists():
+            ck = root / latest.read_text().strip()
+            if ck.exists():
+                return ck
+    raise CheckpointError(
+        f"run.resume={str(path)!r}: no checkpoint found there (looked for state.json, checkpoints/latest); "
+        "give a run directory that was saved with run.save_every > 0, or a checkpoints/step_* directory"
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

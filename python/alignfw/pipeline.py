@@ -1,0 +1,238 @@
+"""The training pipeline: build the components from a typed config, then run one loop.
+
+    data source ──► batch of records ──► algorithm.step(records) ──► metrics ──► hooks
+                                                                        └─► eval, checkpoints
+
+Offline algorithms get records with responses; online ones get prompt records and roll out
+themselves, so one loop serves both. Batches are a pure function of ``(seed, step)`` (a seeded
+permutation per epoch), which makes ``run.resume`` continue exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignfw.checkpoint import find_checkpoint, load_state, save_checkpoint
+from alignfw.config import NAME_KEY, AlignfwConfig
+from alignfw.exceptions import ConfigError, DataError, TrainingError
+from alignfw.registry import BuildContext, get_plugin_manager, get_registry
+from alignfw.types import Record
+
+__all__ = ["Trainer", "batch_for_step", "resolve_device", "run"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or device=auto")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def batch_for_step(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Indices of the records of ``step``: consecutive slices of a seeded permutation per epoch."""
+    out: list[int] = []
+    pos = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g).tolist()
+        take = min(batch_size - len(out), n - offset)
+        out += perm[offset : offset + take]
+        pos += take
+    return out
+
+
+def _name(node: Any) -> str | None:
+    return None if node is None else getattr(node, NAME_KEY, None)
+
+
+class Trainer:
+    """Builds the components of a run and drives the loop."""
+
+    def __init__(self, cfg: AlignfwConfig, run_dir: Path, resolved: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.resolved = resolved or {}
+        self.registry = get_registry()
+        self.pm = get_plugin_manager()
+        if cfg.algo is None:
+            raise ConfigError(f"choose an algorithm with +algo=<name> (installed: {', '.join(self.registry.names('algorithm'))})")
+        if cfg.model is None or cfg.data is None:
+            raise ConfigError("the config has no model or data; select them with model=<name> data=<name>")
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        ctx = BuildContext(self.registry, self.device, str(run_dir), cfg.seed)
+        ctx.extras.update(rollout=cfg.rollout, run=cfg.run)
+        self.data = self.registry.get("data", _name(cfg.data)).build(cfg.data, ctx)
+        ctx.data = self.data
+        self.model = self.registry.get("model", _name(cfg.model)).build(cfg.model, ctx)
+        ctx.model = self.model
+        if cfg.reward is not None:
+            self.reward = self.registry.get("reward", _name(cfg.reward)).build(cfg.reward, ctx)
+            ctx.reward = self.reward
+        else:
+            self.reward = None
+        self.algo = self.registry.get("algorithm", _name(cfg.algo)).build(cfg.algo, ctx)
+        self.train_records = self._records("train")
+        self.eval_records = self._records("eval")[: cfg.run.eval_size] if cfg.run.eval_size > 0 else []
+        self.step = 0
+
+    def _records(self, split: str) -> list[Record]:
+        recs = list(self.data.records(split))
+        if split == "train" and not recs:
+            raise DataError(f"the data source {_name(self.cfg.data)!r} has no training records; check data.path and its filters")
+        return recs
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "algo": self.algo.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.algo.load_state_dict(state["algo"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate((3, tuple(state["rng"]["python"]), state["rng"]["python_pos"]))
+
+    def resume(self, path: str) -> None:
+        from safetensors.torch import load_file
+
+        ck = find_checkpoint(path)
+        weights = ck / "model" / "model.safetensors"
+        if not weights.exists():
+            raise ConfigError(f"checkpoint {ck} has no model/model.safetensors; resume from another checkpoint")
+        missing, unexpected = self.model.lm.load_state_dict(load_file(str(weights)), strict=False)
+        tied = {k for k in missing if "lm_head" in k}  # tied embeddings are saved once
+        if set(missing) - tied or unexpected:
+            raise ConfigError(f"checkpoint {ck} does not match model {_name(self.cfg.model)!r} (missing {sorted(missing)[:3]}, unexpected {unexpected[:3]})")
+        self.load_state_dict(load_state(ck))
+        print(f"resumed from {ck} at step {self.step}", file=sys.stderr)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_records or not hasattr(self.algo, "evaluate"):
+            return {}
+        return self.algo.evaluate(self.eval_records)
+
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(_yaml(self.resolved))
+        if cfg.run.resume:
+            self.resume(cfg.run.resume)
+        self.pm.hook.on_run_start(run_dir=str(self.run_dir), config=self.resolved)
+        first = self.evaluate() if self.step == 0 else {}
+        if first:
+            self._log(0, first)
+            _print_eval("start", first)
+        bar = _progress(cfg.run.steps, self.step, cfg.run.progress)
+        t0 = time.perf_counter()
+        last_eval: dict[str, float] = first
+        while self.step < cfg.run.steps:
+            idx = batch_for_step(len(self.train_records), cfg.run.batch_size, self.step, cfg.seed)
+            metrics = self.algo.step([self.train_records[i] for i in idx])
+            bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                raise TrainingError(
+                    f"step {self.step + 1}: {', '.join(bad)} became {metrics[bad[0]]}; lower algo.lr, check the reward's "
+                    "scale, or resume from the last checkpoint with run.resume"
+                )
+            self.step += 1
+            metrics["time/elapsed_s"] = time.perf_counter() - t0
+            if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.run.steps:
+                last_eval = self.evaluate()
+                metrics.update(last_eval)
+            self._log(self.step, metrics)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _POSTFIX.items() if k in metrics})
+            if cfg.run.save_every and self.step % cfg.run.save_every == 0:
+                self.checkpoint()
+        if bar is not None:
+            bar.close()
+        final = self.evaluate()
+        if final:
+            self._log(self.step, final)
+            last_eval = final
+        if cfg.run.save_every and self.step % cfg.run.save_every:
+            self.checkpoint()
+        self.model.save_pretrained(str(self.run_dir / "final"))
+        summary = {"steps": self.step, "start": first, "final": last_eval, "run_dir": str(self.run_dir)}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if first and final:
+            _print_eval("final", final)
+            _print_change(first, final)
+        print(f"outputs: {self.run_dir} (final model in {self.run_dir / 'final'})")
+        self.pm.hook.on_run_end(run_dir=str(self.run_dir), metrics=last_eval)
+        return summary
+
+    def checkpoint(self) -> Path:
+        path = save_checkpoint(self.run_dir, self.step, self.model, self.state_dict(), keep=self.cfg.run.keep_checkpoints)
+        self.pm.hook.on_checkpoint(step=self.step, path=str(path))
+        return path
+
+    def _log(self, step: int, metrics: dict[str, float]) -> None:
+        self.pm.hook.on_step_end(step=step, metrics=metrics)
+
+
+_POSTFIX = {"reward/mean": "reward", "kl/seq": "kl", "loss/total": "loss"}
+
+
+def run(cfg: AlignfwConfig, run_dir: Path, resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build and train; returns the summary (start and final evaluation)."""
+    return Trainer(cfg, run_dir, resolved).train()
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def _print_eval(label: str, m: dict[str, float]) -> None:
+    parts = [f"{k.split('/')[-1]} {v:.4f}" for k, v in m.items()]
+    print(f"[eval:{label}] " + "  ".join(parts), flush=True)
+
+
+def _print_change(first: dict[str, float], final: dict[str, float]) -> None:
+    a, b = first.get("eval/reward"), final.get("eval/reward")
+    if a is not None and b is not None:
+        rel = (b - a) / abs(a) * 100 if a else float("inf")
+        print(f"held-out reward: {a:.4f} -> {b:.4f} ({rel:+.1f}%)", flush=True)
+
+
+def _yaml(d: dict[str, Any]) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(d)) if d else ""

@@ -1,0 +1,69 @@
+"""The real command line, end to end, in subprocesses with entry-point discovery on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+SMALL = ["run.steps=3", "run.batch_size=8", "run.eval_size=8", "run.eval_every=0", "rollout.max_new_tokens=8"]
+
+
+@pytest.mark.slow
+def test_main_job_few_steps_writes_outputs(tmp_path):
+    r = run_cli("+reward=bleu", "+algo=ppo", *SMALL, "hydra.run.dir=out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "out"
+    assert "[eval:start]" in r.stdout and "[eval:final]" in r.stdout and "held-out reward" in r.stdout
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r_["step"] for r_ in rows if "reward/mean" in r_] == [1, 2, 3]
+    assert "kl/seq" in rows[1] and "loss/policy" in rows[1]
+    cfg = (out / "config.yaml").read_text()
+    assert "_name_: ppo" in cfg and "steps: 3" in cfg
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["final"]) >= {"eval/reward", "eval/kl", "eval/length"}
+    # the final policy loads back in plain transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(out / "final")
+    AutoTokenizer.from_pretrained(out / "final")
+    assert (out / "final" / "model.safetensors").exists()
+
+
+def test_plugins_command_lists_kinds_origins_options(tmp_path):
+    r = run_cli("plugins", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for text in ("rewards  (+reward=<name>)", "bleu", "ppo", "hf_causal_lm", "tiny_task", "(built-in)", "algo.clip_range: float = 0.2"):
+        assert text in r.stdout, text
+
+
+def test_missing_algorithm_names_the_choices(tmp_path):
+    r = run_cli("+reward=bleu", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "choose an algorithm with +algo=<name>" in r.stderr and "ppo" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_algorithm_lists_what_exists(tmp_path):
+    r = run_cli("+reward=bleu", "+algo=ppx", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "algo/ppx" in r.stderr and "ppo" in r.stderr
+
+
+def test_typo_in_option_is_named(tmp_path):
+    r = run_cli("+reward=bleu", "+algo=ppo", "algo.clip_rnge=0.1", cwd=tmp_path)
+    assert r.returncode != 0 and "clip_rnge" in r.stderr
+
+
+def test_missing_model_path_names_the_fix(tmp_path):
+    r = run_cli("+reward=bleu", "+algo=ppo", "model.path=./no/such/model", *SMALL, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "model.path='./no/such/model' does not exist" in r.stderr and "builtin:tiny" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_ppo_without_reward_names_the_rewards(tmp_path):
+    r = run_cli("+algo=ppo", *SMALL, cwd=tmp_path)
+    assert r.returncode == 2 and "PPO needs a reward" in r.stderr and "bleu" in r.stderr
