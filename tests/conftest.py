@@ -3,14 +3,9 @@ packaging tests run subprocesses with discovery on, which exercises the third-pa
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 @pytest.fixture
@@ -45,13 +40,3 @@ def builtin_modules() -> list[str]:
 
     eps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["alignfw"]
     return list(eps.values())
-
-
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600, python: str | None = None) -> subprocess.CompletedProcess:
-    """``python -m alignfw ARGS`` in ``cwd`` with entry-point discovery on."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith("ALIGNFW_")}
-    e.update({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"})
-    e.update(env or {})
-    return subprocess.run(
-        [python or sys.executable, "-m", "alignfw", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout
-    )

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 SMALL = ["run.steps=3", "run.batch_size=8", "run.eval_size=8", "run.eval_every=0", "rollout.max_new_tokens=8"]
 
