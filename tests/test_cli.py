@@ -67,3 +67,24 @@ def test_missing_model_path_names_the_fix(tmp_path):
 def test_ppo_without_reward_names_the_rewards(tmp_path):
     r = run_cli("+algo=ppo", *SMALL, cwd=tmp_path)
     assert r.returncode == 2 and "PPO needs a reward" in r.stderr and "bleu" in r.stderr
+
+
+def test_empty_data_file_names_the_file(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    r = run_cli("+reward=bleu", "+algo=ppo", "data=jsonl", f"data.path={tmp_path / 'empty.jsonl'}", *SMALL, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "empty.jsonl" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_malformed_jsonl_row_names_the_line(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "references": ["b"]}\n{"prompt": "c", \n')
+    r = run_cli("+reward=bleu", "+algo=ppo", "data=jsonl", f"data.path={tmp_path / 'bad.jsonl'}", *SMALL, cwd=tmp_path)
+    assert r.returncode == 2 and "line 2" in r.stderr and "bad.jsonl" in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_multirun_sweeps(tmp_path):
+    r = run_cli("--multirun", "+reward=bleu", "+algo=ppo", "seed=0,1", "run.steps=1", "run.batch_size=4", "run.eval_size=0", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "sweep" / "0" / "final" / "model.safetensors").exists()
+    assert (tmp_path / "sweep" / "1" / "final" / "model.safetensors").exists()

@@ -59,11 +59,16 @@ def gae(
     *,
     gamma: float = 1.0,
     lam: float = 0.95,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE advantages and returns; same contract as :func:`reference_gae`.
 
     CPU float32 contiguous inputs go to Rust with no copy; anything else (CUDA, other dtypes) is
     converted once. Results come back on the inputs' device as float32.
+
+    ``out=(advantages, returns)``: contiguous CPU float32 ``(b, T)`` tensors to write into. Reusing
+    them across calls skips the allocation and the first-touch page faults of fresh outputs,
+    which for large batches cost more than the computation itself (see benchmarks/RESULTS.md).
     """
     from alignfw import _native
     from alignfw.exceptions import InvalidInputError
@@ -80,8 +85,12 @@ def gae(
 
     r, v = host(rewards), host(values)
     m = None if mask is None else host(mask)
-    adv = torch.empty_like(r)
-    ret = torch.empty_like(r)
+    if out is not None:
+        adv, ret = out
+        if any(t.shape != r.shape or t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() for t in out):
+            raise InvalidInputError(f"gae(out=...) must be two contiguous CPU float32 tensors of shape {tuple(r.shape)}")
+    else:
+        adv, ret = torch.empty_like(r), torch.empty_like(r)
     _native.gae_into(
         r.numpy(), v.numpy(), None if m is None else m.numpy(), adv.numpy(), ret.numpy(), gamma=gamma, lam=lam
     )
