@@ -40,3 +40,28 @@ def builtin_modules() -> list[str]:
 
     eps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["alignfw"]
     return list(eps.values())
+
+
+@pytest.fixture
+def hydra_compose(builtin_plugins):
+    """Compose ``conf/config.yaml`` with command-line overrides through the real plugin wiring
+    (``+algo=`` spelled as on the command line); returns the ``DictConfig``."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from alignfw._hydra import register_plugin_configs
+    from alignfw.cli import normalize_overrides
+
+    register_plugin_configs(builtin_plugins)
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="alignfw.conf", version_base="1.3"):
+        yield lambda *ov: compose("config", overrides=normalize_overrides(list(ov)))
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def compose_typed(hydra_compose):
+    """Like ``hydra_compose``, converted to the typed ``AlignfwConfig``."""
+    from omegaconf import OmegaConf
+
+    return lambda *ov: OmegaConf.to_object(hydra_compose(*ov))

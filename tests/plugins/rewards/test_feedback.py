@@ -17,22 +17,6 @@ from alignfw.plugins.rewards.feedback import FeedbackConfig, FeedbackReward, cha
 from alignfw.registry import Register, Registry
 from alignfw.types import Record
 
-
-@pytest.fixture
-def hydra_compose(builtin_plugins):
-    """Compose ``conf/config.yaml`` with command-line overrides, through the real plugin wiring."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from alignfw._hydra import register_plugin_configs
-    from alignfw.cli import normalize_overrides
-
-    register_plugin_configs(builtin_plugins)
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="alignfw.conf", version_base="1.3"):
-        yield lambda *ov: OmegaConf.to_object(compose("config", overrides=normalize_overrides(list(ov))))
-    GlobalHydra.instance().clear()
-
 GOOD = "Paris is the capital of France."
 BAD = "I think it is London, but I am not sure."
 PROMPT = "What is the capital of France?"
@@ -226,7 +210,7 @@ def test_structured_config_and_hook(tmp_path):
     assert reg.factory is FeedbackReward and reg.config is FeedbackConfig
 
 
-def test_feedback_from_the_command_line(hydra_compose, builtin_plugins, tmp_path):
-    cfg = hydra_compose("+reward=feedback", f"reward.path={ratings_file(tmp_path)}", "reward.similarity=token_f1")
+def test_feedback_from_the_command_line(compose_typed, builtin_plugins, tmp_path):
+    cfg = compose_typed("+reward=feedback", f"reward.path={ratings_file(tmp_path)}", "reward.similarity=token_f1")
     reward = builtin_plugins.get("reward", "feedback").build(cfg.reward)
     assert call(reward, [GOOD], [Record(PROMPT)])[0] > 0.5

@@ -15,22 +15,6 @@ from alignfw.registry import Register, Registry
 from alignfw.types import Record
 
 
-@pytest.fixture
-def hydra_compose(builtin_plugins):
-    """Compose ``conf/config.yaml`` with command-line overrides, through the real plugin wiring."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from alignfw._hydra import register_plugin_configs
-    from alignfw.cli import normalize_overrides
-
-    register_plugin_configs(builtin_plugins)
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="alignfw.conf", version_base="1.3"):
-        yield lambda *ov: OmegaConf.to_object(compose("config", overrides=normalize_overrides(list(ov))))
-    GlobalHydra.instance().clear()
-
-
 def score(spec: RuleSpec, text: str) -> float:
     return compile_rule(spec)(text)
 
@@ -231,9 +215,9 @@ def test_hook_registers_rule():
     assert reg.factory is RuleReward and reg.config is RuleConfig
 
 
-def test_rules_from_the_command_line(hydra_compose, builtin_plugins):
-    cfg = hydra_compose("+reward=rule", "reward.rules=[{kind: regex, pattern: '^Answer'}, {kind: length, min: 1, max: 3, weight: 0.5}]")
+def test_rules_from_the_command_line(compose_typed, builtin_plugins):
+    cfg = compose_typed("+reward=rule", "reward.rules=[{kind: regex, pattern: '^Answer'}, {kind: length, min: 1, max: 3, weight: 0.5}]")
     reward = builtin_plugins.get("reward", "rule").build(cfg.reward)
     assert reward(["p", "p"], ["Answer: 4", "no"], [Record("p")] * 2).tolist() == pytest.approx([1.0, 1 / 3])
     with pytest.raises(Exception, match="patern"):
-        hydra_compose("+reward=rule", "reward.rules=[{kind: regex, patern: x}]")
+        compose_typed("+reward=rule", "reward.rules=[{kind: regex, patern: x}]")
