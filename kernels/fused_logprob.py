@@ -98,7 +98,8 @@ def reference_logprob(
     keep = targets != ignore_index  # (...)
     safe = torch.where(keep, targets, torch.zeros_like(targets))
     lp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (...)
-    ent = -(logp.exp() * logp).sum(-1)  # (...)
+    # clamp: a -inf logit has p = 0 and must add 0 (not 0 * -inf = nan) to the entropy.
+    ent = -(logp.exp() * logp.clamp_min(torch.finfo(logp.dtype).min)).sum(-1)  # (...)
     zero = torch.zeros((), dtype=lp.dtype, device=lp.device)
     return torch.where(keep, lp, zero), torch.where(keep, ent, zero)
 
