@@ -147,7 +147,7 @@ if HAS_TRITON:
     def _attn_fwd_kernel(
         Q, K, V, O, LSE, KPM,
         sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot, skpb,
-        H, GROUP, T, qk_scale,
+        H, GROUP, T, T_BUCKET, qk_scale,
         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         HAS_PAD: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
@@ -235,7 +235,7 @@ if HAS_TRITON:
         Q, K, V, DO, LSE, DELTA, KPM, DK, DV,
         sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
         sdkb, sdkh, sdkt, sdvb, sdvh, sdvt, skpb,
-        H, HK, GROUP, T, qk_scale, sm_scale,
+        H, HK, GROUP, T, T_BUCKET, qk_scale, sm_scale,
         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         HAS_PAD: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
@@ -303,7 +303,7 @@ if HAS_TRITON:
     def _attn_bwd_dq_kernel(
         Q, K, V, DO, LSE, DELTA, KPM, DQ,
         sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt, sdqb, sdqh, sdqt, skpb,
-        H, GROUP, T, qk_scale, sm_scale,
+        H, GROUP, T, T_BUCKET, qk_scale, sm_scale,
         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         HAS_PAD: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
@@ -370,16 +370,39 @@ def triton_supports(q: torch.Tensor, k: torch.Tensor) -> str | None:
     return None
 
 
-def _blocks(T: int, head_dim: int) -> dict[str, int]:
-    """Tile sizes and launch options; small tiles under the interpreter (it is slow per tile)."""
+def _configs(kind: str) -> list:
+    """Autotuning candidates per kernel (``kind``: fwd, dkdv, dq).
+
+    Under the interpreter there is exactly one small config, so the autotuner never benchmarks and
+    the CPU tests go through the very launch path the GPU uses. On GPU the candidates bracket the
+    H100 settings of Triton's fused-attention tutorial (forward 128x64 / 128x128; backward
+    BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32); configs that do not fit in shared memory
+    are dropped by the autotuner. Constraints: forward and dQ need BLOCK_M % BLOCK_N == 0, dK/dV
+    needs BLOCK_N % BLOCK_M == 0 (the diagonal is a whole number of inner tiles).
+    """
+    C = triton.Config
     if _interpreting():
-        return dict(fwd_m=16, fwd_n=16, dkdv_m=16, dkdv_n=32, dq_m=32, dq_n=16, warps_f=1, warps_b=1, stages=1)
-    # H100 settings from Triton's fused-attention tutorial (BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128,
-    # BLOCK_N2=32 for backward). Unverified here: no GPU was available while writing this.
-    return dict(
-        fwd_m=128, fwd_n=64 if head_dim == 128 else 128, dkdv_m=32, dkdv_n=128, dq_m=128, dq_n=32,
-        warps_f=8 if head_dim == 128 else 4, warps_b=4, stages=3,
-    )  # fmt: skip
+        small = {"fwd": (16, 16), "dkdv": (16, 32), "dq": (32, 16)}[kind]
+        return [C({"BLOCK_M": small[0], "BLOCK_N": small[1]}, num_warps=1, num_stages=1)]
+    table = {
+        "fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4), (64, 64, 4, 4), (64, 32, 4, 3)],
+        "dkdv": [(32, 128, 4, 5), (32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 4), (64, 64, 4, 3)],
+        "dq": [(128, 32, 4, 5), (128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 4), (64, 64, 4, 3)],
+    }[kind]
+    return [C({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in table]
+
+
+_TUNED: dict = {}
+
+
+def _tuned(kind: str):
+    """The autotuned wrapper of one kernel, built on first use (so importing stays cheap)."""
+    if kind not in _TUNED:
+        fn = {"fwd": _attn_fwd_kernel, "dkdv": _attn_bwd_dkdv_kernel, "dq": _attn_bwd_dq_kernel}[kind]
+        # T_BUCKET (next power of two of T) rather than T: RL batches change length every step and
+        # must not trigger a fresh tuning run each time.
+        _TUNED[kind] = triton.autotune(configs=_configs(kind), key=["T_BUCKET", "HEAD_DIM", "HAS_PAD"])(fn)
+    return _TUNED[kind]
 
 
 def _strides(x: torch.Tensor) -> tuple[int, int, int]:
@@ -393,20 +416,16 @@ def _last_dim_contig(x: torch.Tensor) -> torch.Tensor:
 def _attn_fwd(q, k, v, kpm, sm_scale):
     B, H, T, D = q.shape
     HK = k.shape[1]
-    cfg = _blocks(T, D)
     o_mem = torch.empty(B, T, H, D, dtype=q.dtype, device=q.device)  # Hugging Face's output layout
     o = o_mem.transpose(1, 2)  # (B, H, T, D) view
     lse = torch.empty(B, H, T, dtype=torch.float32, device=q.device)  # log2 units
     has_pad = kpm is not None
     kp = kpm if has_pad else lse  # unused pointer when there is no padding
-    grid = (triton.cdiv(T, cfg["fwd_m"]), B * H)
-    _attn_fwd_kernel[grid](
+    _tuned("fwd")[lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H)](
         q, k, v, o, lse, kp,
         *_strides(q), *_strides(k), *_strides(v), *_strides(o), kpm.stride(0) if has_pad else 0,
-        H, H // HK, T, sm_scale * LOG2E,
-        HEAD_DIM=D, BLOCK_M=cfg["fwd_m"], BLOCK_N=cfg["fwd_n"], HAS_PAD=has_pad,
-        UPCAST=_interpreting() and q.dtype == torch.bfloat16,
-        num_warps=cfg["warps_f"], num_stages=cfg["stages"],
+        H, H // HK, T, triton.next_power_of_2(T), sm_scale * LOG2E,
+        HEAD_DIM=D, HAS_PAD=has_pad, UPCAST=_interpreting() and q.dtype == torch.bfloat16,
     )  # fmt: skip
     return o, lse
 
@@ -414,12 +433,12 @@ def _attn_fwd(q, k, v, kpm, sm_scale):
 def _attn_bwd(q, k, v, o, lse, do, kpm, sm_scale):
     B, H, T, D = q.shape
     HK = k.shape[1]
-    cfg = _blocks(T, D)
     do = _last_dim_contig(do)
     delta = torch.empty_like(lse)
-    _attn_bwd_preprocess[(triton.cdiv(T, cfg["dq_m"]), B * H)](
-        o, do, delta, *_strides(o), *_strides(do), H, T, HEAD_DIM=D, BLOCK_M=cfg["dq_m"],
-        num_warps=cfg["warps_b"],
+    pre_m = 16 if _interpreting() else 128
+    _attn_bwd_preprocess[(triton.cdiv(T, pre_m), B * H)](
+        o, do, delta, *_strides(o), *_strides(do), H, T, HEAD_DIM=D, BLOCK_M=pre_m,
+        num_warps=1 if _interpreting() else 4,
     )  # fmt: skip
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
@@ -429,19 +448,18 @@ def _attn_bwd(q, k, v, o, lse, do, kpm, sm_scale):
     kp_stride = kpm.stride(0) if has_pad else 0
     upcast = _interpreting() and q.dtype == torch.bfloat16
     qk_scale = sm_scale * LOG2E
-    _attn_bwd_dkdv_kernel[(triton.cdiv(T, cfg["dkdv_n"]), B * HK)](
+    t_bucket = triton.next_power_of_2(T)
+    _tuned("dkdv")[lambda meta: (triton.cdiv(T, meta["BLOCK_N"]), B * HK)](
         q, k, v, do, lse, delta, kp, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dk), *_strides(dv), kp_stride,
-        H, HK, H // HK, T, qk_scale, sm_scale,
-        HEAD_DIM=D, BLOCK_M=cfg["dkdv_m"], BLOCK_N=cfg["dkdv_n"], HAS_PAD=has_pad, UPCAST=upcast,
-        num_warps=cfg["warps_b"], num_stages=cfg["stages"],
+        H, HK, H // HK, T, t_bucket, qk_scale, sm_scale,
+        HEAD_DIM=D, HAS_PAD=has_pad, UPCAST=upcast,
     )  # fmt: skip
-    _attn_bwd_dq_kernel[(triton.cdiv(T, cfg["dq_m"]), B * H)](
+    _tuned("dq")[lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H)](
         q, k, v, do, lse, delta, kp, dq,
         *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq), kp_stride,
-        H, H // HK, T, qk_scale, sm_scale,
-        HEAD_DIM=D, BLOCK_M=cfg["dq_m"], BLOCK_N=cfg["dq_n"], HAS_PAD=has_pad, UPCAST=upcast,
-        num_warps=cfg["warps_b"], num_stages=cfg["stages"],
+        H, H // HK, T, t_bucket, qk_scale, sm_scale,
+        HEAD_DIM=D, HAS_PAD=has_pad, UPCAST=upcast,
     )  # fmt: skip
     return dq, dk, dv
 
