@@ -6,7 +6,7 @@ Tolerances (``torch.testing.assert_close``):
   rounding (``atol=rtol=1e-5``) in every dtype; gradients are written in the logits' dtype, so they
   agree to one rounding of that dtype (fp32 ``1e-5``; fp16 ``rtol=2e-3``; bf16 ``rtol=1.6e-2``,
   i.e. one to two ulps).
-* from hidden states: the reference upcasts ``hidden`` and ``weight`` to fp32, the fused path
+* from hidden states (both memory modes): the reference upcasts ``hidden`` and ``weight`` to fp32, the fused path
   multiplies in the input dtype (rounding the logits, then the logit gradient, to it), so the bound
   scales with that dtype's epsilon and the tensor's magnitude: fp32 ``1e-5``; fp16 values ``atol=5e-3``
   and gradients within ``1e-2 * max|ref|``; bf16 ``atol=4e-2`` and ``5e-2 * max|ref|``.
@@ -24,6 +24,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alignfw.exceptions import InvalidInputError
+from alignfw.kernels import fused_logprob as fused_logprob_module
 from alignfw.kernels.fused_logprob import fused_linear_logprob, fused_logprob, reference_logprob
 from alignfw.ops.logprobs import logprobs_from_hidden, logprobs_from_logits
 
@@ -140,11 +141,12 @@ def _close_rel(actual, expected, rel):
 
 @_backend_params()
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize(
     ("B", "T", "H", "V", "chunk", "with_bias"),
     [(2, 5, 24, 37, 3, True), (1, 11, 32, 100, 4, False), (2, 3, 16, 16, None, False)],
 )
-def test_from_hidden_matches_reference(triton_ready, device, backend, dtype, B, T, H, V, chunk, with_bias):
+def test_from_hidden_matches_reference(triton_ready, device, backend, dtype, recompute, B, T, H, V, chunk, with_bias):
     torch.manual_seed(3)
     h = torch.randn(B, T, H, device=device).to(dtype)
     W = (torch.randn(V, H, device=device) * H**-0.5 * 2).to(dtype)
@@ -153,7 +155,7 @@ def test_from_hidden_matches_reference(triton_ready, device, backend, dtype, B, 
     leaves = [t.clone().requires_grad_() for t in (h, W) + ((b,) if with_bias else ())]
     lp, ent = logprobs_from_hidden(
         leaves[0], leaves[1], targets, bias=leaves[2] if with_bias else None, temperature=0.8,
-        return_entropy=True, chunk_size=chunk, backend=backend,
+        return_entropy=True, chunk_size=chunk, recompute=recompute, backend=backend,
     )  # fmt: skip
     ref_leaves, lr, er = _lin_reference(h, W, b, targets, 0.8)
     atol = LIN_VAL_ATOL[dtype]
@@ -184,6 +186,18 @@ def test_from_hidden_frozen_weight_and_logprob_only(triton_ready, device):
     torch.testing.assert_close(h.grad, hr.grad, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_stored_logits_refuse_a_second_backward(triton_ready, device, backend):
+    # recompute=False overwrites the saved logits with their gradient; a second backward must fail
+    # loudly instead of reading the clobbered buffer.
+    h = torch.randn(2, 3, 16, device=device, dtype=torch.float16, requires_grad=True)
+    W = torch.randn(21, 16, device=device, dtype=torch.float16, requires_grad=True)
+    lp = logprobs_from_hidden(h, W, torch.randint(0, 21, (2, 3), device=device), recompute=False, backend=backend)
+    lp.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="a second time.*recompute=True"):
+        lp.sum().backward()
+
+
 class _LargestTensor(TorchDispatchMode):
     """Records the largest tensor any aten op produces (forward and backward)."""
 
@@ -208,10 +222,32 @@ def test_torch_path_never_materialises_batch_logits():
     with _LargestTensor() as mode:
         lp, ent = logprobs_from_hidden(h, W, targets, return_entropy=True, chunk_size=chunk, backend="torch")
         (lp.sum() + ent.sum()).backward()
-    assert mode.largest <= chunk * V, mode.largest
+    assert mode.largest <= chunk * V, mode.largest  # fp32 inputs recompute by default
     with _LargestTensor() as mode:
         lr, er = reference_logprob(h @ W.t(), targets)
     assert mode.largest >= B * T * V  # the check above can fail
+
+
+def test_stored_mode_keeps_only_16bit_logits(monkeypatch):
+    # recompute=False keeps (N, V) logits in the input dtype but never an fp32 tensor that large.
+    B, T, H, V = 2, 64, 8, 300
+    monkeypatch.setattr(fused_logprob_module, "ROW_CHUNK_ELEMENTS", 16 * V)  # production: 2**25
+    h = torch.randn(B, T, H, dtype=torch.bfloat16, requires_grad=True)
+    W = torch.randn(V, H, dtype=torch.bfloat16, requires_grad=True)
+    targets = torch.randint(0, V, (B, T))
+
+    class _LargestFp32(_LargestTensor):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    with _LargestFp32() as mode:
+        lp = logprobs_from_hidden(h, W, targets, backend="torch")
+        lp.sum().backward()
+    assert mode.largest <= 16 * V, mode.largest
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -31,12 +31,15 @@ def logprobs_from_hidden(
     ignore_index: int = -100,
     return_entropy: bool = False,
     chunk_size: int | None = None,
+    recompute: bool | None = None,
     backend: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each target under ``softmax((hidden @ weight^T + bias) / temperature)``.
 
-    Differentiable w.r.t. ``hidden``, ``weight`` and ``bias``; the logits are computed ``chunk_size``
-    tokens at a time in forward and recomputed in backward, so memory is ``O(chunk_size x V)``.
+    Differentiable w.r.t. ``hidden``, ``weight`` and ``bias``. fp16/bf16 inputs keep their
+    ``(N, V)`` logits in that dtype for backward and overwrite them with their gradient
+    (``recompute=False``); fp32 inputs walk ``chunk_size`` tokens at a time and recompute each chunk
+    in backward (``recompute=True``, memory ``O(chunk_size x V)``). Either mode can be forced.
 
     Notation:
         b: batch; T: positions; H: hidden size; V: vocabulary size.
@@ -50,7 +53,8 @@ def logprobs_from_hidden(
         temperature: Sampling temperature the logits are divided by (> 0).
         ignore_index: Positions whose target equals this get logprob 0, entropy 0, no gradient.
         return_entropy: Also return the entropy of each position's distribution.
-        chunk_size: Tokens per chunk (default: about 2**27 logits per chunk).
+        chunk_size: Tokens per chunk when recomputing (default: about 2**27 logits per chunk).
+        recompute: See above; None picks by dtype.
         backend: ``"auto"`` (Triton on CUDA, torch elsewhere), ``"triton"`` or ``"torch"``.
 
     Returns:
@@ -69,6 +73,7 @@ def logprobs_from_hidden(
         ignore_index=ignore_index,
         return_entropy=return_entropy,
         chunk_size=chunk_size,
+        recompute=recompute,
         backend=backend,
     )
 
