@@ -516,12 +516,10 @@ def _check_common(x: torch.Tensor, what: str, targets: torch.Tensor, temperature
 
 def _check_targets_in_range(targets: torch.Tensor, V: int, ignore_index: int) -> None:
     # A target outside [0, V) would read out of bounds in the kernel: refuse instead.
-    keep = targets != ignore_index
-    if bool(keep.any()):
-        bad = keep & ((targets < 0) | (targets >= V))
-        if bool(bad.any()):
-            val = int(targets[bad][0])
-            raise InvalidInputError(f"target id {val} is outside the vocabulary [0, {V}) and is not ignore_index")
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= V))
+    if bool(bad.any()):  # one host sync per call
+        val = int(targets[bad][0])
+        raise InvalidInputError(f"target id {val} is outside the vocabulary [0, {V}) and is not ignore_index")
 
 
 def fused_logprob(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from alignfw.exceptions import InvalidInputError
 from alignfw.kernels.fused_attention import fused_attention, reference_attention, triton_supports
@@ -171,3 +173,30 @@ def test_float_additive_mask_refused():
 @pytest.mark.parametrize(("D", "pad"), [(64, "left"), (128, "none"), (128, "right")])
 def test_gpu_matches_reference(dtype, D, pad):
     _check(dtype, 2, 8, 2, 1000, D, pad, "cuda")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    B=st.integers(1, 2),
+    group=st.sampled_from([1, 2]),
+    T=st.integers(1, 40),
+    pad_fraction=st.floats(0.0, 0.6),
+    seed=st.integers(0, 2**16),
+)
+def test_random_padding_property(triton_ready, device, B, group, T, pad_fraction, seed):
+    # Arbitrary key padding patterns (not only left/right runs), GQA or not, any length.
+    g = torch.Generator().manual_seed(seed)
+    HK, D = 1, 64
+    q = torch.randn(B, HK * group, T, D, generator=g).to(device)
+    k = torch.randn(B, HK, T, D, generator=g).to(device)
+    v = torch.randn(B, HK, T, D, generator=g).to(device)
+    kpm = (torch.rand(B, T, generator=g) >= pad_fraction).to(device)
+    (qa, ka, va), out = _run(q, k, v, kpm)
+    qr, kr, vr = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = reference_attention(qr, kr, vr, key_padding_mask=kpm)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    do = torch.randn(out.shape, generator=g).to(device)
+    (out * do).sum().backward()
+    (ref * do).sum().backward()
+    for mine, theirs in ((qa, qr), (ka, kr), (va, vr)):
+        torch.testing.assert_close(mine.grad, theirs.grad, atol=1e-4, rtol=1e-4)

@@ -21,6 +21,8 @@ import textwrap
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alignfw.exceptions import InvalidInputError
@@ -353,3 +355,32 @@ def test_gpu_large_vocab(dtype):
     (lr + er).sum().backward()
     _close_rel(h.grad, hr.grad, LIN_GRAD_REL[dtype])
     _close_rel(W.grad, Wr.grad, LIN_GRAD_REL[dtype])
+
+
+# ------------------------------------------------------------------------------------------ property
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    B=st.integers(1, 3),
+    T=st.integers(1, 6),
+    V=st.integers(1, 130),
+    temperature=st.floats(0.25, 4.0),
+    scale=st.floats(0.1, 20.0),
+    seed=st.integers(0, 2**16),
+)
+def test_from_logits_property(triton_ready, device, B, T, V, temperature, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(B, T, V, generator=g) * scale).to(device)
+    targets = torch.randint(0, V, (B, T), generator=g)
+    targets[torch.rand(B, T, generator=g) < 0.2] = -100
+    targets = targets.to(device)
+    x = logits.clone().requires_grad_()
+    lp, ent = fused_logprob(x, targets, temperature=temperature, return_entropy=True, backend="triton")
+    xr = logits.clone().requires_grad_()
+    lr, er = reference_logprob(xr, targets, temperature=temperature)
+    torch.testing.assert_close(lp, lr, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(ent, er, atol=1e-4, rtol=1e-5)
+    (lp - 0.5 * ent).sum().backward()
+    (lr - 0.5 * er).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, atol=1e-5, rtol=1e-4)

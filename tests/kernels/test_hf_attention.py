@@ -76,6 +76,38 @@ def test_logits_and_grads_match(triton_ready, device, config_fn, other, left_pad
         torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def _llama128_config():
+    # head_dim = 256 / 2 = 128, plain multi-head attention.
+    return LlamaConfig(
+        vocab_size=64, hidden_size=256, intermediate_size=128, num_hidden_layers=N_LAYERS,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("config_fn", [_llama_config, _llama128_config])
+def test_bf16_model_matches_sdpa(triton_ready, device, config_fn):
+    # bf16 end to end: both attentions accumulate in fp32 but round differently, and the error
+    # passes through two layers, so the bound is relative: 3e-2 of the largest logit / gradient.
+    mine, theirs = (m.to(device=device, dtype=torch.bfloat16) for m in _pair(config_fn, "sdpa"))
+    ids, mask = (t.to(device) for t in _batch())
+    before = attn_ops.dispatch_counts["triton"]
+    out_a = mine(input_ids=ids, attention_mask=mask).logits
+    assert attn_ops.dispatch_counts["triton"] - before == N_LAYERS
+    out_b = theirs(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    a, b = out_a[real].float(), out_b[real].float()
+    torch.testing.assert_close(a, b, atol=3e-2 * b.abs().max().item(), rtol=3e-2)
+    w = (torch.randn(out_a.shape, device=device) * real.unsqueeze(-1)).to(out_a.dtype)
+    (out_a * w).sum().backward()
+    (out_b * w).sum().backward()
+    grads_b = dict(theirs.named_parameters())
+    for name, p in mine.named_parameters():
+        ref = grads_b[name].grad.float()
+        torch.testing.assert_close(
+            p.grad.float(), ref, atol=3e-2 * ref.abs().max().item(), rtol=3e-2, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
 def test_generate_matches_sdpa(triton_ready, device):
     # Prefill runs the kernel; one-token decode steps (q_len != kv_len) go to SDPA by the rule.
     mine, theirs = (m.to(device).eval() for m in _pair(_llama_config, "sdpa"))
