@@ -113,7 +113,8 @@ def main() -> int:
         if HK != H:
             try:
                 with sdpa_kernel(flash):
-                    F.scaled_dot_product_attention(q[:1, :, :128], k[:1, :, :128], v[:1, :, :128], is_causal=True, enable_gqa=True)
+                    probe = [t[:1, :, :128] for t in (q, k, v)]
+                    F.scaled_dot_product_attention(*probe, is_causal=True, enable_gqa=True)
             except RuntimeError:
                 native_gqa = False
 
@@ -127,7 +128,12 @@ def main() -> int:
             causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
             mask = causal.view(1, 1, T, T) & kpm.view(B, 1, 1, T)
             mask = mask | ~kpm.view(B, 1, T, 1)  # padded query rows attend to everything: no nan in SDPA
-            cases.append(("causal + 10% left pad", lambda a, b_, c: sdpa(a, b_, c, mask), lambda a, b_, c: ours(a, b_, c, kpm), {"rows": kpm}))
+            cases.append((
+                "causal + 10% left pad",
+                lambda a, b_, c: sdpa(a, b_, c, mask),
+                lambda a, b_, c: ours(a, b_, c, kpm),
+                {"rows": kpm},
+            ))  # fmt: skip
         for name, base_fn, our_fn, extra in cases:
             try:
                 base_ms, base_out = timed(base_fn, (q, k, v), do)
@@ -153,7 +159,8 @@ def main() -> int:
     dev = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke: Triton interpreter, timings meaningless)"
     print(f"device: {dev}; torch {torch.__version__}, triton {triton.__version__}")
     print(f"heads={H} kv_heads={HK} head_dim={D} dtype={dtype} tokens/batch={args.tokens} iters={args.iters}")
-    print(f"{'T':>6} {'b':>3} {'case':<22} {'SDPA ms':>9} {'ours ms':>9} {'SDPA TF/s':>10} {'ours TF/s':>10} {'ratio':>6} {'max|diff|':>9}")
+    print(f"{'T':>6} {'b':>3} {'case':<22} {'SDPA ms':>9} {'ours ms':>9} {'SDPA TF/s':>10} {'ours TF/s':>10} "
+          f"{'ratio':>6} {'max|diff|':>9}")  # fmt: skip
     for r in rows:
         print(f"{r['T']:>6} {r['batch']:>3} {r['case']:<22} {r['sdpa_ms']:>9.2f} {r['ours_ms']:>9.2f} "
               f"{r['sdpa_tflops']:>10.1f} {r['ours_tflops']:>10.1f} {r['ratio']:>5.2f}x {r['max_abs_diff']:>9.2e}")  # fmt: skip

@@ -271,8 +271,10 @@ if HAS_TRITON:
                 start_n, diag_end, T, T, qk_scale, offs_n, offs_d, False, BLOCK_M, UPCAST,
             )  # fmt: skip
         dk *= sm_scale
-        tl.store(DK + b * sdkb + hk * sdkh + offs_n[:, None] * sdkt + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=nok[:, None])
-        tl.store(DV + b * sdvb + hk * sdvh + offs_n[:, None] * sdvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=nok[:, None])
+        dk_ptrs = DK + b * sdkb + hk * sdkh + offs_n[:, None] * sdkt + offs_d[None, :]
+        dv_ptrs = DV + b * sdvb + hk * sdvh + offs_n[:, None] * sdvt + offs_d[None, :]
+        tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=nok[:, None])
+        tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=nok[:, None])
 
     @triton.jit
     def _bwd_dq_inner(
@@ -334,7 +336,8 @@ if HAS_TRITON:
             tl.minimum(diag + BLOCK_M, T), T, qk_scale, offs_m, offs_d, True, HAS_PAD, BLOCK_N, UPCAST,
         )  # fmt: skip
         dq *= sm_scale
-        tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqt + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=rok[:, None])
+        dq_ptrs = DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqt + offs_d[None, :]
+        tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=rok[:, None])
 
 
 def _interpreting() -> bool:
