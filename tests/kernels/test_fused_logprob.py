@@ -300,6 +300,7 @@ def test_imports_and_falls_back_without_triton():
         import torch
         from alignfw.exceptions import InvalidInputError
         from alignfw.kernels import fused_attention, fused_logprob
+        import alignfw.ops.attention, alignfw.ops.logprobs  # the public doors import too
         assert not fused_logprob.HAS_TRITON and not fused_attention.HAS_TRITON
         lp = fused_logprob.fused_logprob(torch.randn(2, 3, 7), torch.zeros(2, 3, dtype=torch.long))
         assert lp.shape == (2, 3)
@@ -341,13 +342,14 @@ def test_triton_backend_on_cpu_without_interpreter_is_refused():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gpu_large_vocab(dtype):
+@pytest.mark.parametrize("recompute", [False, True])
+def test_gpu_large_vocab(dtype, recompute):
     torch.manual_seed(5)
     B, T, H, V = 2, 300, 256, 32003
     h = torch.randn(B, T, H, device="cuda", dtype=dtype, requires_grad=True)
     W = (torch.randn(V, H, device="cuda") * H**-0.5).to(dtype).requires_grad_()
     targets = _targets(B, T, V, "cuda", n_ignored=20)
-    lp, ent = logprobs_from_hidden(h, W, targets, return_entropy=True, chunk_size=256)
+    lp, ent = logprobs_from_hidden(h, W, targets, return_entropy=True, chunk_size=256, recompute=recompute)
     (hr, Wr, _), lr, er = _lin_reference(h.detach(), W.detach(), None, targets, 1.0)
     torch.testing.assert_close(lp, lr, atol=LIN_VAL_ATOL[dtype], rtol=LIN_VAL_ATOL[dtype])
     torch.testing.assert_close(ent, er, atol=LIN_VAL_ATOL[dtype], rtol=LIN_VAL_ATOL[dtype])

@@ -17,6 +17,11 @@ from alignfw.ops import attention as attn_ops
 from alignfw.ops.attention import alignfw_attention_forward, key_padding_from_mask, register_attention
 
 N_LAYERS = 2
+ON_CUDA = torch.cuda.is_available()
+# fp32 models: the kernels under the interpreter on CPU; on CUDA the dispatch rule sends fp32 to SDPA.
+FP32_KERNEL_CALLS = 0 if ON_CUDA else N_LAYERS
+FP = torch.float16 if ON_CUDA else torch.float32  # for direct calls of the attention function
+ATOL = 5e-3 if ON_CUDA else 1e-5
 
 
 def _llama_config():
@@ -60,7 +65,7 @@ def test_logits_and_grads_match(triton_ready, device, config_fn, other, left_pad
     ids, mask = (t.to(device) for t in _batch(left_pad=left_pad))
     before = attn_ops.dispatch_counts["triton"]
     out_a = mine(input_ids=ids, attention_mask=mask).logits
-    assert attn_ops.dispatch_counts["triton"] - before == N_LAYERS
+    assert attn_ops.dispatch_counts["triton"] - before == FP32_KERNEL_CALLS
     out_b = theirs(input_ids=ids, attention_mask=mask).logits
     real = mask.bool()  # padded positions are garbage in every implementation
     torch.testing.assert_close(out_a[real], out_b[real], atol=1e-4, rtol=1e-4)
@@ -117,7 +122,7 @@ def test_generate_matches_sdpa(triton_ready, device):
     a = mine.generate(ids, **kw)
     b = theirs.generate(ids, **kw)
     assert torch.equal(a, b)
-    assert attn_ops.dispatch_counts["triton"] - before.get("triton", 0) == N_LAYERS  # prefill only
+    assert attn_ops.dispatch_counts["triton"] - before.get("triton", 0) == FP32_KERNEL_CALLS  # prefill only
     assert any(k.startswith("sdpa: q_len") for k in attn_ops.dispatch_counts)
 
 
@@ -127,7 +132,7 @@ class _Layer(torch.nn.Module):
 
 def _qkv(device, T=12, D=64):
     torch.manual_seed(3)
-    return [torch.randn(2, 2, T, D, device=device) for _ in range(3)]
+    return [torch.randn(2, 2, T, D, device=device, dtype=FP) for _ in range(3)]
 
 
 def test_unrepresentable_masks_fall_back_to_sdpa(triton_ready, device):
@@ -141,7 +146,7 @@ def test_unrepresentable_masks_fall_back_to_sdpa(triton_ready, device):
     out, _ = alignfw_attention_forward(_Layer(), q, k, v, mask)
     assert attn_ops.dispatch_counts["sdpa: mask is not causal AND key padding"] == before + 1
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=ATOL)
     with pytest.raises(InvalidInputError, match="mask is not causal AND key padding"):
         alignfw_attention_forward(_Layer(), q, k, v, mask, strict=True)
 
@@ -168,14 +173,14 @@ def test_dropout_and_noncausal_fall_back(triton_ready, device):
     out, _ = alignfw_attention_forward(layer, q, k, v, None, dropout=0.0)
     torch.testing.assert_close(
         out, torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2),
-        atol=1e-5, rtol=1e-5,
+        atol=ATOL, rtol=ATOL,
     )  # fmt: skip
     with pytest.raises(InvalidInputError, match="dropout"):
         alignfw_attention_forward(layer, q, k, v, None, dropout=0.1, strict=True)
     layer.is_causal = False
     out, _ = alignfw_attention_forward(layer, q, k, v, None)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=ATOL)
 
 
 def test_softcap_and_sinks_refused(device):
