@@ -264,7 +264,9 @@ def _triton_row_fwd(logits, targets, inv_temp, ignore_index, with_entropy):
 def _triton_row_bwd(logits, targets, lse, ent, g_lp, g_ent, inv_temp, ignore_index, out):
     """Launch the backward kernel; writes d(sum g_lp*lp + g_ent*ent)/d(logits) into ``out``."""
     l3 = _as_3d(logits)
-    o3 = out.view(l3.shape) if out.is_contiguous() else _as_3d(out)
+    if not out.is_contiguous():  # a copy would swallow the writes
+        raise ValueError("the gradient buffer must be contiguous")
+    o3 = out.view(l3.shape)
     B, T, V = l3.shape
     N = B * T
     if N == 0:

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from alignfw.exceptions import InvalidInputError
-from alignfw.kernels.fused_attention import fused_attention, triton_supports
+from alignfw.kernels.fused_attention import FusedAttention, triton_supports
 
 __all__ = ["DEFAULT_NAME", "alignfw_attention_forward", "dispatch_counts", "key_padding_from_mask", "register_attention"]
 
@@ -86,7 +86,9 @@ def _padding_for(mask: torch.Tensor, T: int) -> tuple[bool, torch.Tensor | None]
         ref, version, result = _mask_cache
         if ref() is mask and version == mask._version:
             return result
-    result = key_padding_from_mask(mask, T)
+    ok, keep = key_padding_from_mask(mask, T)
+    # The kernels read the padding as int8; convert once per forward pass, not once per layer.
+    result = (ok, None if keep is None else keep.to(torch.int8).contiguous())
     try:
         _mask_cache = (weakref.ref(mask), mask._version, result)
     except TypeError:  # pragma: no cover - tensors support weak references
@@ -156,7 +158,11 @@ def alignfw_attention_forward(
     reason, keep = _fallback_reason(module, query, key, attention_mask, dropout, is_causal, kwargs)
     if reason is None:
         dispatch_counts["triton"] += 1
-        out = fused_attention(query, key, value, key_padding_mask=keep, scale=scaling, backend="triton")
+        if query.shape[1] % key.shape[1] != 0:
+            raise InvalidInputError(f"query heads ({query.shape[1]}) must be a multiple of key/value heads ({key.shape[1]})")
+        scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+        # Inputs were vetted by _fallback_reason; skip fused_attention's per-call checks (host syncs).
+        out = FusedAttention.apply(query, key, value, keep, scale)  # (b, h, T, d) view of (b, T, h, d)
         return out.transpose(1, 2), None  # (b, T, h, d); contiguous by construction
     if strict:
         raise InvalidInputError(f"the fused attention kernel cannot run this call: {reason}")
