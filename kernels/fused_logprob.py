@@ -591,7 +591,8 @@ def fused_linear_logprob(
         recompute: True: memory ``O(chunk_size x V)``, one extra matmul in backward. False: keep the
             ``(N, V)`` logits in the input dtype for backward (fastest; a sixth of the unfused
             baseline's memory for 16-bit inputs). Default (None): False for fp16/bf16, True for
-            fp32, so fp32 logits of the whole batch are never held.
+            fp32, so fp32 logits of the whole batch are never held; always True when no gradient
+            is needed (no backward, so chunking is free).
         backend: ``"auto"`` (Triton on CUDA, torch elsewhere), ``"triton"`` or ``"torch"``.
 
     Returns:
@@ -618,8 +619,12 @@ def fused_linear_logprob(
     chunk = chunk_size or max(16, CHUNK_ELEMENTS // V)
     h2 = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
     tgt = targets.reshape(-1).to(torch.int64).contiguous()
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (hidden, weight, bias)
+    )
     if recompute is None:
-        recompute = hidden.dtype == torch.float32
+        # Without a backward (reference-model and rollout log-probs) chunking costs nothing extra.
+        recompute = hidden.dtype == torch.float32 or not needs_grad
     out = FusedLinearLogprob.apply(
         h2, weight, bias, tgt, 1.0 / float(temperature), int(ignore_index), bool(return_entropy), int(chunk),
         bool(recompute), backend,

@@ -230,6 +230,19 @@ def test_torch_path_never_materialises_batch_logits():
     assert mode.largest >= B * T * V  # the check above can fail
 
 
+def test_no_grad_calls_stay_chunked():
+    # Reference-model / rollout log-probs: no backward, so even 16-bit inputs walk in chunks.
+    B, T, H, V, chunk = 2, 64, 8, 300, 16
+    h = torch.randn(B, T, H, dtype=torch.bfloat16)
+    W = torch.randn(V, H, dtype=torch.bfloat16, requires_grad=True)
+    targets = torch.randint(0, V, (B, T))
+    with torch.no_grad(), _LargestTensor() as mode:
+        lp = logprobs_from_hidden(h, W, targets, chunk_size=chunk, backend="torch")
+    assert mode.largest <= chunk * V, mode.largest
+    lr, _ = reference_logprob(h.float() @ W.detach().float().t(), targets)
+    torch.testing.assert_close(lp, lr, atol=4e-2, rtol=4e-2)
+
+
 def test_stored_mode_keeps_only_16bit_logits(monkeypatch):
     # recompute=False keeps (N, V) logits in the input dtype but never an fp32 tensor that large.
     B, T, H, V = 2, 64, 8, 300

@@ -54,7 +54,7 @@ def logprobs_from_hidden(
         ignore_index: Positions whose target equals this get logprob 0, entropy 0, no gradient.
         return_entropy: Also return the entropy of each position's distribution.
         chunk_size: Tokens per chunk when recomputing (default: about 2**27 logits per chunk).
-        recompute: See above; None picks by dtype.
+        recompute: See above; None picks by dtype, and chunks whenever no gradient is needed.
         backend: ``"auto"`` (Triton on CUDA, torch elsewhere), ``"triton"`` or ``"torch"``.
 
     Returns:
