@@ -375,7 +375,7 @@ def test_gpu_large_vocab(dtype, recompute):
 # ------------------------------------------------------------------------------------------ property
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     B=st.integers(1, 3),
     T=st.integers(1, 6),
@@ -398,4 +398,5 @@ def test_from_logits_property(triton_ready, device, B, T, V, temperature, scale,
     torch.testing.assert_close(ent, er, atol=1e-4, rtol=1e-5)
     (lp - 0.5 * ent).sum().backward()
     (lr - 0.5 * er).sum().backward()
-    torch.testing.assert_close(x.grad, xr.grad, atol=1e-5, rtol=1e-4)
+    # |z| reaches ~300 here; fp32 exp/log round-off is then ~|z| * eps ~ 4e-5 in absolute terms.
+    torch.testing.assert_close(x.grad, xr.grad, atol=1e-4, rtol=1e-4)
