@@ -18,6 +18,9 @@ padding mask ``(b, T)`` (True/1 = real token; left or right padding, or holes). 
 can see no key at all (a left-padding position) gets output 0 and zero gradients, where
 ``softmax`` would give nan; such rows are padding and must be ignored downstream anyway.
 
+Launch: each kernel goes through ``triton.autotune`` over a handful of tile configs keyed on
+(next power of two of T, head dim, padding), so changing batch lengths do not retune every step.
+
 Supported by the kernels: fp16 / bf16 on CUDA, head dims 64 and 128. On CPU the kernels run under
 Triton's interpreter (``TRITON_INTERPRET=1``) in fp32, fp16 and bf16, which is how the tests check
 them. Everything else goes to :func:`reference_attention` through the dispatcher's documented rule
@@ -511,11 +514,12 @@ def fused_attention(
 ) -> torch.Tensor:
     """Causal self-attention with grouped-query heads and an optional key padding mask.
 
-    Dispatch rule: ``backend="auto"`` runs the Triton kernels when :func:`triton_supports` says they
-    can take the inputs (CUDA, fp16/bf16, head dim 64/128, ``q_len == kv_len``) and
+    Dispatch rule: ``backend="auto"`` runs the Triton kernels on CUDA tensors that
+    :func:`triton_supports` accepts (fp16/bf16, head dim 64/128, ``q_len == kv_len``) and
     :func:`reference_attention` otherwise, so the answer is always the causal-attention one.
     ``backend="triton"`` raises :class:`InvalidInputError` naming what is supported instead of
-    falling back; ``backend="torch"`` always runs the reference.
+    falling back (on CPU tensors it runs the kernels under ``TRITON_INTERPRET=1``);
+    ``backend="torch"`` always runs the reference.
 
     Notation:
         b: batch; h: query heads; hk: key/value heads (h % hk == 0); T: sequence; d: head dim.
@@ -551,7 +555,12 @@ def fused_attention(
     sm_scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if not math.isfinite(sm_scale):
         raise InvalidInputError(f"scale must be finite, got {scale!r}")
-    why_not = triton_supports(q, k) if backend != "torch" else "backend='torch'"
+    if backend == "torch":
+        why_not = "backend='torch'"
+    elif backend == "auto" and not q.is_cuda:
+        why_not = "not a CUDA tensor"  # the interpreter runs only when asked for (backend="triton")
+    else:
+        why_not = triton_supports(q, k)
     if backend == "triton" and why_not is not None:
         raise InvalidInputError(f"backend='triton' cannot run: {why_not}")
     if why_not is not None:
