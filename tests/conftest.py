@@ -3,7 +3,21 @@ packaging tests run subprocesses with discovery on, which exercises the third-pa
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# triton.jit decides at decoration time whether a kernel is compiled or interpreted, so without a
+# GPU the interpreter must be on before any test imports alignfw.kernels (tests/kernels runs the
+# Triton kernels on CPU tensors through it; every other path uses the torch reference on CPU).
+if "TRITON_INTERPRET" not in os.environ:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+    except ImportError:  # the tokenizer tests run without torch
+        pass
 
 from helpers import REPO
 

@@ -1,25 +1,15 @@
 """Run the Triton kernels on CPU through Triton's interpreter when there is no GPU.
 
 ``triton.jit`` decides at decoration time whether a kernel is compiled or interpreted, so the switch
-must be on before ``alignfw.kernels.fused_*`` is first imported; this conftest is loaded before
-the test modules of this folder are. If some other test imported the kernel modules earlier in the
-same process, :func:`require_triton` fails with a message saying so.
+must be on before ``alignfw.kernels.fused_*`` is first imported: ``tests/conftest.py`` (loaded
+before any test module) sets ``TRITON_INTERPRET=1`` when there is no GPU. If the kernel modules
+were imported without it, :func:`triton_ready` fails with a message saying so.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
-    if "triton" in sys.modules:  # imported already (by another plugin/test): flip the live knob too
-        import triton
-
-        triton.knobs.runtime.interpret = True
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

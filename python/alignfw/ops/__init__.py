@@ -5,5 +5,6 @@ device and availability: Rust (``alignfw._native``) on CPU arrays, Triton on CUD
 """
 
 from alignfw.ops.gae import gae, reference_gae
+from alignfw.ops.logprobs import logprobs_from_hidden, logprobs_from_logits
 
-__all__ = ["gae", "reference_gae"]
+__all__ = ["gae", "logprobs_from_hidden", "logprobs_from_logits", "reference_gae"]
