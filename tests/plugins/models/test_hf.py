@@ -1,0 +1,58 @@
+"""The Hugging Face model plugin: local loading through safetensors only, clear errors, fused attention option."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from alignfw.exceptions import ConfigError
+from alignfw.plugins.models.hf import HFModelConfig, build_hf_model, resolve_model_path
+
+
+def test_builtin_tiny_loads_and_generates():
+    model = build_hf_model(HFModelConfig())
+    gen = model.generate(["translate: big cat ="], max_new_tokens=6, temperature=0)
+    assert gen.sequences.shape[0] == 1 and gen.response_mask.sum() > 0
+    assert model.lm.config.model_type == "gpt2"
+
+
+def test_fused_attention_option_matches_eager():
+    torch.manual_seed(0)
+    fused = build_hf_model(HFModelConfig(attn_implementation="alignfw"))
+    eager = build_hf_model(HFModelConfig(attn_implementation="eager"))
+    ids, mask = fused.encode_prompts(["translate: big cat =", "translate: a red fish runs ="])
+    with torch.no_grad():
+        a = fused.lm(input_ids=ids, attention_mask=mask).logits
+        b = eager.lm(input_ids=ids, attention_mask=mask).logits
+    m = mask.bool()
+    torch.testing.assert_close(a[m], b[m], rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_builtin_lists_builtins():
+    with pytest.raises(ConfigError, match="built-in models: builtin:tiny"):
+        resolve_model_path("builtin:huge")
+
+
+def test_directory_without_config_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="without config.json"):
+        resolve_model_path(str(tmp_path))
+
+
+def test_bad_dtype_is_named():
+    with pytest.raises(ConfigError, match="not a dtype"):
+        build_hf_model(HFModelConfig(dtype="float33"))
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    """A directory with only pytorch_model.bin (pickle) must not be loaded."""
+    src = resolve_model_path("builtin:tiny")
+    shutil.copytree(src, tmp_path / "m")
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    torch.save(lm.state_dict(), tmp_path / "m" / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match="could not load"):
+        build_hf_model(HFModelConfig(path=str(tmp_path / "m")))
