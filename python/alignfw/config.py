@@ -47,6 +47,9 @@ class RolloutConfig:
 class AlignfwConfig:
     seed: int = 0
     device: str = "auto"  #: "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    #: torch CPU threads; None: 1 for models under 10M parameters on CPU (their kernels are too small
+    #: to split, and spinning threads stall on a busy machine), torch's default otherwise
+    threads: int | None = None
     run: RunConfig = field(default_factory=RunConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     model: Any = None

@@ -112,6 +112,36 @@ class CausalLM:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
+    def encode_pairs(self, prompts: list[str], responses: list[str]) -> Generation:
+        """Given (prompt, response) pairs as a :class:`Generation`, for :meth:`score` (SFT, DPO, ranking).
+
+        Prompt and response are tokenised separately, so the response's tokens are exactly those
+        that get a log-prob (no merge across the boundary), without special tokens; EOS follows
+        each response, because the policy must learn to stop. Prompts are left-padded to ``P`` and
+        responses right-padded to ``R``; ``response_mask`` marks the response tokens including EOS.
+
+        Shapes: ``sequences``, ``attention_mask`` ``(b, P + R)``; ``response_mask`` ``(b, R)``.
+        """
+        if len(prompts) != len(responses):
+            raise ValueError(f"encode_pairs: {len(prompts)} prompts but {len(responses)} responses")
+        tok = self.tokenizer
+        if tok.eos_token_id is None:
+            raise ValueError("encode_pairs needs a tokenizer with an EOS token")
+        p_ids, p_mask = self.encode_prompts(prompts)  # (b, P), left-padded
+        if p_ids.shape[1] == 0:
+            raise ValueError("encode_pairs needs non-empty prompts (the first response token is predicted from the prompt)")
+        resp = [ids + [tok.eos_token_id] for ids in tok(responses, add_special_tokens=False)["input_ids"]]
+        R = max(len(r) for r in resp)
+        r_ids = torch.full((len(resp), R), tok.pad_token_id, dtype=torch.long)
+        r_mask = torch.zeros((len(resp), R), dtype=torch.long)
+        for i, r in enumerate(resp):
+            r_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            r_mask[i, : len(r)] = 1
+        r_ids, r_mask = r_ids.to(self.device), r_mask.to(self.device)
+        sequences = torch.cat([p_ids, r_ids], dim=1)  # (b, P + R)
+        attention_mask = torch.cat([p_mask, r_mask], dim=1)
+        return Generation(sequences, attention_mask, r_mask, p_ids.shape[1], list(responses))
+
     @torch.no_grad()
     def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Generation:
         """Sample one continuation per prompt with the policy in eval mode."""

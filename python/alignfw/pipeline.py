@@ -91,6 +91,7 @@ class Trainer:
         ctx.data = self.data
         self.model = self.registry.get("model", _name(cfg.model)).build(cfg.model, ctx)
         ctx.model = self.model
+        _set_threads(cfg.threads, self.device, self.model)
         if cfg.reward is not None:
             self.reward = self.registry.get("reward", _name(cfg.reward)).build(cfg.reward, ctx)
             ctx.reward = self.reward
@@ -210,6 +211,17 @@ _POSTFIX = {"reward/mean": "reward", "kl/seq": "kl", "loss/total": "loss"}
 def run(cfg: AlignfwConfig, run_dir: Path, resolved: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build and train; returns the summary (start and final evaluation)."""
     return Trainer(cfg, run_dir, resolved).train()
+
+
+def _set_threads(threads: int | None, device: torch.device, model: Any) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads={threads}: give a positive number of CPU threads, or leave it unset")
+        torch.set_num_threads(threads)
+        return
+    lm = getattr(model, "lm", None)
+    if device.type == "cpu" and lm is not None and sum(p.numel() for p in lm.parameters()) < 10_000_000:
+        torch.set_num_threads(1)
 
 
 def _progress(total: int, initial: int, enabled: bool):
