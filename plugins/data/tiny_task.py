@@ -10,6 +10,14 @@ The built-in tiny model (``alignfw.plugins.models.tiny``) was pre-trained by
 probability 1/4 and by a consistent wrong "decoy" dictionary otherwise. Its greedy output is the
 decoy, and samples are right a quarter of the time, so reward can only go up by learning which
 translation the reference wants. Evaluation prompts are word sequences never seen in training.
+
+``data.kind`` picks the record kind, so every algorithm runs on the demo: ``reference`` (default:
+prompts with their reference, for online algorithms and BLEU), ``sft`` (response = the correct
+translation), ``preference`` (chosen = correct, rejected = the decoy translation the base model
+prefers), ``ranked`` ([correct, half-correct, decoy], best first) and ``score`` (each word correct
+or decoy at random, scored by the fraction of correct words: the unigram precision of BLEU, which
+here equals BLEU-1 because every answer has the reference's length). Responses start with
+a space, as the tiny model was trained; every kind keeps ``references`` and ``meta["words"]``.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from dataclasses import dataclass
 from alignfw.hookspecs import hookimpl
 from alignfw.types import Record
 
-__all__ = ["TinyTaskConfig", "TinyTask", "SOURCE", "CORRECT", "DECOY", "prompt_of", "translate"]
+__all__ = ["TinyTaskConfig", "TinyTask", "SOURCE", "CORRECT", "DECOY", "half_correct", "prompt_of", "translate"]
 
 SOURCE = ["red", "blue", "green", "big", "small", "happy", "cat", "dog", "bird", "fish", "runs", "sleeps", "eats", "sees", "the", "a"]
 _TARGET = ["roka", "bilu", "gren", "mago", "piti", "joli", "nyan", "vauv", "piyo", "sakan", "koru", "nemu", "taber", "miru", "el", "un"]
@@ -52,6 +60,15 @@ class TinyTaskConfig:
     min_words: int = 2
     max_words: int = 4
     seed: int = 0
+    kind: str = "reference"  #: reference, sft, preference, ranked or score (see the module docstring)
+
+
+KINDS = ("reference", "sft", "preference", "ranked", "score")
+
+
+def half_correct(words: list[str]) -> str:
+    """Words at even positions translated correctly, the others by the decoy dictionary."""
+    return " " + " ".join((CORRECT if i % 2 == 0 else DECOY)[w] for i, w in enumerate(words))
 
 
 class TinyTask:
@@ -62,6 +79,8 @@ class TinyTask:
 
         if not 1 <= cfg.min_words <= cfg.max_words:
             raise ConfigError(f"data.min_words={cfg.min_words} and data.max_words={cfg.max_words}: need 1 <= min_words <= max_words")
+        if cfg.kind not in KINDS:
+            raise ConfigError(f"data.kind={cfg.kind!r}; the tiny task offers {', '.join(KINDS)}")
         self.cfg = cfg
 
     def sequences(self, split: str, n: int) -> list[list[str]]:
@@ -77,7 +96,24 @@ class TinyTask:
 
     def records(self, split: str) -> list[Record]:
         n = self.cfg.n_eval if split == "eval" else self.cfg.n_train
-        return [Record(prompt=prompt_of(w), references=[translate(w).strip()], meta={"words": w}) for w in self.sequences(split, n)]
+        seqs = self.sequences(split, n)
+        if self.cfg.kind == "reference":
+            return [Record(prompt=prompt_of(w), references=[translate(w).strip()], meta={"words": w}) for w in seqs]
+        rng = random.Random(f"{self.cfg.seed}-{split}-{self.cfg.kind}")
+        return [self._record(w, rng) for w in seqs]
+
+    def _record(self, w: list[str], rng: random.Random) -> Record:
+        kind, correct = self.cfg.kind, translate(w)
+        common = dict(prompt=prompt_of(w), references=[correct.strip()], meta={"words": w})
+        if kind == "sft":
+            return Record(response=correct, **common)
+        if kind == "preference":
+            return Record(chosen=correct, rejected=translate(w, DECOY), **common)
+        if kind == "ranked":
+            return Record(responses=[correct, half_correct(w), translate(w, DECOY)], **common)
+        right = [rng.random() < 0.5 for _ in w]
+        mixed = " " + " ".join((CORRECT if ok else DECOY)[x] for ok, x in zip(right, w))
+        return Record(response=mixed, score=sum(right) / len(w), **common)
 
 
 @hookimpl

@@ -186,7 +186,8 @@ class Trainer:
             last_eval = final
         if cfg.run.save_every and self.step % cfg.run.save_every:
             self.checkpoint()
-        self.model.save_pretrained(str(self.run_dir / "final"))
+        # an algorithm that trains something other than the policy (a reward model) saves that instead
+        getattr(self.algo, "save_pretrained", self.model.save_pretrained)(str(self.run_dir / "final"))
         summary = {"steps": self.step, "start": first, "final": last_eval, "run_dir": str(self.run_dir)}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if first and final:
@@ -233,7 +234,7 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _print_eval(label: str, m: dict[str, float]) -> None:
-    parts = [f"{k.split('/')[-1]} {v:.4f}" for k, v in m.items()]
+    parts = [f"{k.removeprefix('eval/')} {v:.4f}" for k, v in m.items()]
     print(f"[eval:{label}] " + "  ".join(parts), flush=True)
 
 

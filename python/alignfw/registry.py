@@ -201,8 +201,14 @@ def _load_entrypoints(pm: pluggy.PluginManager) -> None:
             continue
         seen.add(dname)
         for ep in dist.entry_points:
-            if ep.group != "alignfw" or pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            if ep.group != "alignfw" or pm.is_blocked(ep.name):
                 continue
+            if pm.get_plugin(ep.name) is not None:
+                first = origins.get(ep.name, ("?", "?"))
+                raise PluginError(
+                    f"two distributions provide an alignfw plugin named {ep.name!r}: {first[0]} {first[1]} and {dname} "
+                    f"{dist.version}; entry-point names must be unique (uninstall one, or rename its entry point)"
+                )
             try:
                 plugin = ep.load()
             except Exception as e:  # a broken third-party plugin must not hide behind a deep traceback

@@ -1,0 +1,212 @@
+"""Reward-model training (``+algo=reward_model``): a scalar head on the policy's backbone.
+
+Follows Ouyang et al. 2022 (https://arxiv.org/abs/2203.02155, §3.5 "Reward modeling"): a
+Bradley-Terry model of pairwise preferences, ``P(y_w > y_l | x) = sigmoid(r(x, y_w) - r(x, y_l))``,
+trained by ``-log sigmoid(r_w - r_l)``; a ranked list gives all of its ``k choose 2`` pairs. The
+reference implementation is TRL's ``RewardTrainer`` (including its optional
+``center_rewards_coefficient``, Eisenstein et al. 2023, which keeps rewards near zero). Score
+records (``prompt``, ``response``, ``score``) are fitted by mean squared error instead, and a batch
+may mix both kinds.
+
+The model is ``AutoModelForSequenceClassification`` with ``num_labels=1`` built from the policy's
+config, its backbone initialised with the policy's weights (what ``from_pretrained(model_dir,
+num_labels=1)`` gives, without reading the files again) and a freshly initialised score head.
+It reads ``prompt + response`` exactly as :mod:`alignfw.plugins.rewards.reward_model` does (no
+special tokens added, right padding, left truncation to ``max_length``; the score is the head's
+output at the last real token). At the end of training (step ``run.steps``) it is saved to
+``<run_dir>/final/`` (the pipeline calls :meth:`save_pretrained` of an algorithm that has one) with ``save_pretrained`` (safetensors) and its tokenizer, ready for
+``+reward=reward_model reward.path=<run_dir>/reward_model``. The policy itself is not trained.
+
+``evaluate`` reports held-out pairwise accuracy (``eval/accuracy``) and loss; on score records,
+``eval/loss/mse`` and ``eval/pair_accuracy``: how often two records with different scores are ordered
+the same way by the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from alignfw.exceptions import ConfigError, DataError
+from alignfw.hookspecs import hookimpl
+from alignfw.models import disable_dropout
+from alignfw.plugins.algorithms._common import accumulate_step, build_optimizer, evaluate_batches, lr_schedule, preference_pairs
+from alignfw.types import Record
+
+__all__ = ["RewardModelTrainer", "RewardModelTrainerConfig", "bradley_terry_loss", "build_reward_model", "pair_accuracy"]
+
+
+@dataclass
+class RewardModelTrainerConfig:
+    """Options of reward-model training. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    schedule: str = "linear"  #: cosine, linear or constant after warmup, over run.steps
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float = 1.0  #: 0 disables clipping
+    micro_batch_size: int = 8  #: records per forward/backward (gradient accumulation; 0: the whole batch)
+    max_length: int = 1024  #: prompt + response tokens (longer inputs lose their beginning)
+    center_rewards_coef: float = 0.0  #: weight of mean((r_w + r_l)^2), TRL's center_rewards_coefficient
+    score_weight: float = 1.0  #: weight of the MSE on score records
+    disable_dropout: bool = True  #: TRL's RewardConfig default
+
+
+def build_reward_model(lm: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """A one-output sequence classifier with ``lm``'s backbone weights, and a tokenizer set up for it.
+
+    The classifier is built from a copy of ``lm.config`` (``num_labels=1``) and its ``base_model``
+    gets ``lm.base_model``'s weights, so it equals ``from_pretrained(model_dir, num_labels=1)``.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    tok = copy.deepcopy(tokenizer)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side, tok.truncation_side = "right", "left"
+    config = copy.deepcopy(lm.config)
+    config.num_labels = 1
+    config.pad_token_id = tok.pad_token_id
+    config.architectures = None  # save_pretrained fills in the classifier's class
+    rm = AutoModelForSequenceClassification.from_config(config)
+    param = next(lm.parameters())
+    rm.to(device=param.device, dtype=param.dtype)
+    missing, unexpected = rm.base_model.load_state_dict(lm.base_model.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"the policy's backbone does not fit {type(rm).__name__} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return rm, tok
+
+
+class RewardModelTrainer:
+    """Trains a Bradley-Terry / regression reward model; the policy only lends its backbone."""
+
+    def __init__(self, cfg: RewardModelTrainerConfig, ctx: Any) -> None:
+        self.cfg = cfg
+        self.rm, self.tokenizer = build_reward_model(ctx.model.lm, ctx.model.tokenizer)
+        if cfg.disable_dropout:
+            disable_dropout(self.rm)
+        self.rm.train()
+        self.device = next(self.rm.parameters()).device
+        self.total_steps = ctx.extras["run"].steps
+        self.steps_done = 0
+        self.optimizer = build_optimizer(list(self.rm.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps)
+        self.scheduler = lr_schedule(
+            self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=self.total_steps, min_lr_ratio=cfg.min_lr_ratio
+        )
+
+    def rewards(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """The model's score of each ``prompt + response``, ``(b,)`` float32, tokenised as the reward plugin does."""
+        enc = self.tokenizer(
+            [p + r for p, r in zip(prompts, responses)], return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length
+        ).to(self.device)
+        return self.rm(**enc).logits[:, 0].float()
+
+    def _loss(self, records: list[Record]) -> tuple[torch.Tensor, dict[str, float]]:
+        pair_recs = [r for r in records if r.kind in ("preference", "ranked")]
+        score_recs = [r for r in records if r.kind == "score"]
+        if len(pair_recs) + len(score_recs) != len(records):
+            bad = next(r for r in records if r.kind not in ("preference", "ranked", "score"))
+            raise DataError(
+                f"reward_model trains on preference, ranked or score records; got kind {bad.kind!r} (prompt {bad.prompt[:60]!r}); "
+                "for the demo task set data.kind=preference"
+            )
+        prompts, chosen, rejected = preference_pairs(pair_recs, all_pairs=True, algo="reward_model")
+        n = len(prompts)
+        all_prompts = prompts + prompts + [r.prompt for r in score_recs]
+        r = self.rewards(all_prompts, chosen + rejected + [s.response for s in score_recs])  # one forward, (2n + m,)
+        loss = r.new_zeros(())
+        stats: dict[str, float] = {}
+        if n:
+            bt, acc = bradley_terry_loss(r[:n], r[n : 2 * n])
+            loss = loss + bt
+            stats.update(
+                {"loss/bt": bt.item(), "accuracy": acc.item(), "rewards/chosen": r[:n].mean().item(), "rewards/rejected": r[n : 2 * n].mean().item()}
+            )
+            if self.cfg.center_rewards_coef > 0:
+                loss = loss + self.cfg.center_rewards_coef * ((r[:n] + r[n : 2 * n]) ** 2).mean()
+        if score_recs:
+            target = torch.tensor([s.score for s in score_recs], dtype=torch.float32, device=r.device)
+            mse = F.mse_loss(r[2 * n :], target)
+            loss = loss + self.cfg.score_weight * mse
+            stats["loss/mse"] = mse.item()
+        return loss, stats
+
+    def step(self, records: list[Record]) -> dict[str, float]:
+        self.rm.train()
+        stats = accumulate_step(
+            self._loss,
+            records,
+            params=list(self.rm.parameters()),
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            micro_batch_size=self.cfg.micro_batch_size,
+            max_grad_norm=self.cfg.max_grad_norm,
+        )
+        self.steps_done += 1
+        return stats
+
+    @torch.no_grad()
+    def evaluate(self, records: list[Record]) -> dict[str, float]:
+        """Held-out ``eval/loss``, ``eval/accuracy`` (pairs); ``eval/loss/mse`` and ``eval/pair_accuracy`` (score records)."""
+        out = evaluate_batches(self._loss, records, micro_batch_size=self.cfg.micro_batch_size, modules=[self.rm])
+        scored = [r for r in records if r.kind == "score"]
+        if scored:
+            self.rm.eval()
+            mb = self.cfg.micro_batch_size or len(scored)
+            chunks = [scored[i : i + mb] for i in range(0, len(scored), mb)]
+            pred = torch.cat([self.rewards([r.prompt for r in c], [r.response for r in c]) for c in chunks])
+            self.rm.train()
+            acc = pair_accuracy(pred.cpu(), torch.tensor([r.score for r in scored]))
+            if acc is not None:
+                out["eval/pair_accuracy"] = acc
+        return out
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Save the reward model (safetensors) and its tokenizer; ``+reward=reward_model reward.path=path`` loads it."""
+        self.rm.save_pretrained(str(path), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(path))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.rm.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "steps_done": self.steps_done,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rm.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.steps_done = int(state["steps_done"])
+
+
+# -- the numerical pieces ---------------------------------------------------------------------
+
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean(-log sigmoid(r_w - r_l))`` and the fraction of pairs with ``r_w > r_l``. Shapes ``(n,)``."""
+    margin = chosen - rejected  # (n,)
+    return -F.logsigmoid(margin).mean(), (margin > 0).float().mean()
+
+
+def pair_accuracy(pred: torch.Tensor, target: torch.Tensor) -> float | None:
+    """Over all pairs whose targets differ, the fraction that ``pred`` orders the same way (None: no such pair). Shapes ``(m,)``."""
+    dt = target.unsqueeze(0) - target.unsqueeze(1)  # (m, m)
+    dp = pred.unsqueeze(0) - pred.unsqueeze(1)
+    valid = dt != 0
+    if not valid.any():
+        return None
+    return ((dt.sign() == dp.sign()) & valid).sum().item() / valid.sum().item()
+
+
+@hookimpl
+def register_algorithms(register):
+    register("reward_model", RewardModelTrainer, config=RewardModelTrainerConfig)
