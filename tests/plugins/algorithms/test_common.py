@@ -101,16 +101,16 @@ def test_resume_continues_exactly(make_trainer, algo, kind, kwargs):
 
 
 @pytest.mark.parametrize("algo,kind", [("sft", "sft"), ("sft_ranking", "ranked"), ("reward_model", "preference"), ("dpo", "preference")])
-def test_tiny_presets_compose_over_real_model_defaults(compose_offline, algo, kind):
+def test_tiny_presets_compose_over_real_model_defaults(compose_typed, algo, kind):
     from omegaconf import OmegaConf
 
     from helpers import REPO
 
     preset = OmegaConf.load(REPO / "conf" / "preset" / f"tiny_{algo}.yaml")
-    cfg = compose_offline(f"+algo={algo}")
+    cfg = compose_typed(f"+algo={algo}")
     assert cfg.algo._name_ == algo and cfg.reward is None
     assert cfg.data.kind == preset.data.kind == kind
     assert cfg.algo.lr == preset.algo.lr
-    plain = compose_offline(f"+algo={algo}", "model=hf_causal_lm")  # no preset: the real-model defaults
+    plain = compose_typed(f"+algo={algo}", "model=hf_causal_lm")  # no preset: the real-model defaults
     assert plain.algo.lr < preset.algo.lr and plain.data.kind == "reference"
-    assert compose_offline(f"+algo={algo}", "data.kind=sft", "algo.lr=0.5").algo.lr == 0.5
+    assert compose_typed(f"+algo={algo}", "data.kind=sft", "algo.lr=0.5").algo.lr == 0.5

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import REPO
+from helpers import demo_trainer
 
 from alignfw.exceptions import TrainingError
 from alignfw.plugins.algorithms.ppo import clipped_policy_loss, clipped_value_loss, kl_shaped_rewards
@@ -77,22 +77,7 @@ def test_reward_of_wrong_length_is_named():
 
 def _trainer(reg, tmp_path, seed=0, **run):
     """PPO on the demo with the shipped tiny-model preset (conf/preset/tiny_ppo.yaml)."""
-    from omegaconf import OmegaConf
-
-    from alignfw._hydra import named_config
-    from alignfw.config import AlignfwConfig
-    from alignfw.pipeline import Trainer
-
-    preset = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "preset" / "tiny_ppo.yaml").algo)
-    cfg = AlignfwConfig(seed=seed)
-    cfg.model = named_config(reg.get("model", "hf_causal_lm").config, "hf_causal_lm")()
-    cfg.data = named_config(reg.get("data", "tiny_task").config, "tiny_task")()
-    cfg.reward = named_config(reg.get("reward", "bleu").config, "bleu")()
-    cfg.algo = named_config(reg.get("algorithm", "ppo").config, "ppo")(**preset)
-    cfg.run.progress = False
-    for k, v in run.items():
-        setattr(cfg.run, k, v)
-    return Trainer(cfg, tmp_path)
+    return demo_trainer(reg, tmp_path, "ppo", seed=seed, **run)
 
 
 def test_plain_callable_reward_and_nan_in_pipeline(builtin_plugins, tmp_path):

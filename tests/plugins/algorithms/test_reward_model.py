@@ -62,7 +62,7 @@ def test_mixed_batch_loss_is_bradley_terry_over_all_pairs_plus_mse(make_trainer)
         t.algo._loss([Record(prompt="p", response="r")])
 
 
-def test_saved_model_loads_as_the_reward_model_reward(make_trainer, offline_plugins):
+def test_saved_model_loads_as_the_reward_model_reward(make_trainer, builtin_plugins):
     """End of training writes run_dir/reward_model; +reward=reward_model scores exactly as the trainer does."""
     from alignfw._hydra import named_config
 
@@ -70,7 +70,7 @@ def test_saved_model_loads_as_the_reward_model_reward(make_trainer, offline_plug
     t.train()
     path = t.run_dir / "final"
     assert (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
-    reg = offline_plugins.get("reward", "reward_model")
+    reg = builtin_plugins.get("reward", "reward_model")
     reward = reg.build(named_config(reg.config, "reward_model")(path=str(path), batch_size=3))
     recs = t.train_records[:5]
     prompts, responses = [r.prompt for r in recs], [r.chosen for r in recs]
@@ -81,7 +81,7 @@ def test_saved_model_loads_as_the_reward_model_reward(make_trainer, offline_plug
 
 
 @pytest.mark.slow
-def test_reward_model_ranks_correct_above_decoy_on_held_out_prompts(make_trainer, offline_plugins):
+def test_reward_model_ranks_correct_above_decoy_on_held_out_prompts(make_trainer, builtin_plugins):
     from alignfw._hydra import named_config
 
     t = make_trainer("reward_model", "preference", dict(lr=3e-3, warmup_steps=5, micro_batch_size=0), steps=40, batch_size=32, eval_size=128, eval_every=0)
@@ -89,7 +89,7 @@ def test_reward_model_ranks_correct_above_decoy_on_held_out_prompts(make_trainer
     start, final = summary["start"], summary["final"]
     assert start["eval/accuracy"] < 0.7 and final["eval/accuracy"] > 0.9, (start, final)
     # the saved model, loaded as a reward, prefers the correct translation of unseen prompts
-    reg = offline_plugins.get("reward", "reward_model")
+    reg = builtin_plugins.get("reward", "reward_model")
     reward = reg.build(named_config(reg.config, "reward_model")(path=str(t.run_dir / "final")))
     recs = t.eval_records
     prompts = [r.prompt for r in recs]

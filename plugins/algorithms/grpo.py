@@ -1,0 +1,185 @@
+"""GRPO: Group Relative Policy Optimization, a critic-free PPO with group-normalised advantages.
+
+Follows Shao et al. 2024, "DeepSeekMath" (https://arxiv.org/abs/2402.03300, §4.1), with the
+options of DAPO (Yu et al. 2025, https://arxiv.org/abs/2503.14476: token-level loss, clip-higher)
+and Dr. GRPO (Liu et al. 2025, https://arxiv.org/abs/2503.20783: no std scaling); the reference
+implementation is TRL's ``GRPOTrainer``. One ``step``:
+
+1. repeat each prompt ``num_generations`` times and sample one response per copy (dropout off);
+2. score the responses with the reward (a plugin or any plain callable);
+3. advantages: each reward minus its group's mean, over the group's std (``scale_rewards``), the
+   same value for every token of the response; no value head, no GAE;
+4. old log-probs (only when a sample is reused: ``ppo_epochs > 1`` or several minibatches) and
+   reference log-probs (only when ``beta > 0``) through the fused log-prob op;
+5. ``ppo_epochs`` passes over shuffled minibatches: per-token clipped surrogate plus
+   ``beta * k3(policy || ref)`` (the KL is in the loss, not in the reward as in PPO), reduced by
+   ``loss_aggregation`` ("token": DAPO; "sequence": the paper).
+
+Notation: ``B`` prompts per step, ``G`` = ``num_generations``, ``b = B * G`` sequences (the ``G``
+samples of a prompt contiguous), ``R`` response tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from alignfw.hookspecs import hookimpl
+from alignfw.models import CausalLM, Generation, disable_dropout
+from alignfw.rollout import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate, compute_rewards, group_advantages, k3_kl, masked_mean
+from alignfw.types import Record
+
+__all__ = ["GRPO", "GRPOConfig"]
+
+
+@dataclass
+class GRPOConfig:
+    """Options of GRPO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
+
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    num_generations: int = 8  #: G, samples per prompt (the group); rollout batch = run.batch_size * G
+    ppo_epochs: int = 1  #: passes over each rollout batch (TRL's num_iterations, the paper's mu)
+    minibatch_size: int = 16  #: sequences per gradient step
+    grad_accum: int = 1  #: minibatches accumulated per optimizer step
+    max_grad_norm: float = 1.0
+    clip_range: float = 0.2  #: epsilon, lower ratio clip (and upper, unless clip_range_high is set)
+    clip_range_high: float | None = None  #: DAPO's clip-higher (e.g. 0.28); None: clip_range
+    beta: float = 0.04  #: weight of the k3 KL to the reference in the loss (0: no reference model)
+    scale_rewards: bool = True  #: divide by the group std (False: Dr. GRPO)
+    eps: float = 1e-4  #: added to the group std
+    loss_aggregation: str = "token"  #: "token" (DAPO, TRL's default) or "sequence" (the paper)
+    temperature: float | None = None  #: scoring temperature; None: the rollout temperature
+
+
+class GRPO:
+    """The GRPO algorithm: owns the optimizer and the frozen reference model (when ``beta > 0``)."""
+
+    def __init__(self, cfg: GRPOConfig, ctx: Any) -> None:
+        from alignfw.exceptions import ConfigError
+
+        if ctx.reward is None:
+            names = ", ".join(ctx.registry.names("reward"))
+            raise ConfigError(f"GRPO needs a reward: add +reward=<name> (installed: {names})")
+        if cfg.num_generations < 2:
+            raise ConfigError(f"algo.num_generations={cfg.num_generations}: GRPO compares samples of one prompt, so it needs >= 2")
+        if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:
+            raise ConfigError("algo.minibatch_size, algo.ppo_epochs and algo.grad_accum must be >= 1")
+        if cfg.loss_aggregation not in LOSS_AGGREGATIONS:
+            raise ConfigError(f"algo.loss_aggregation={cfg.loss_aggregation!r}: use one of {', '.join(LOSS_AGGREGATIONS)}")
+        self.cfg = cfg
+        self.model: CausalLM = ctx.model
+        self.reward = ctx.reward
+        self.rollout_cfg = ctx.extras["rollout"]
+        self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
+        disable_dropout(self.model.lm)
+        self.ref = self.model.make_reference() if cfg.beta > 0 else None
+        self.optimizer = torch.optim.AdamW(
+            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps
+        )
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def step(self, records: list[Record]) -> dict[str, float]:
+        """One GRPO iteration on ``B = len(records)`` prompts (``B * G`` samples); returns the metrics."""
+        cfg, model, G = self.cfg, self.model, self.cfg.num_generations
+        group = [rec for rec in records for _ in range(G)]  # each record G times, contiguous
+        prompts = [rec.prompt for rec in group]
+        r = self.rollout_cfg
+        gen = model.generate(prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
+        scores = compute_rewards(self.reward, prompts, gen.responses, group, model.device)  # (b,)
+        mask = gen.response_mask.float()  # (b, R)
+        advantages = group_advantages(scores, G, scale=cfg.scale_rewards, eps=cfg.eps)  # (b,)
+
+        b = len(prompts)
+        reused = cfg.ppo_epochs > 1 or cfg.minibatch_size * cfg.grad_accum < b
+        with torch.no_grad():
+            model.lm.eval()
+            old_logprobs = model.score(gen, temperature=self.temperature)["logprobs"].float() if reused else None
+            ref_logprobs = model.score(gen, temperature=self.temperature, lm=self.ref)["logprobs"].float() if self.ref is not None else None
+
+        stats = self._optimize(gen, old_logprobs, ref_logprobs, advantages, mask)
+        group_std = scores.view(-1, G).std(1)  # (B,)
+        stats.update(
+            {
+                "reward/mean": scores.mean().item(),
+                "reward/std": scores.std().item(),
+                "reward/group_std": group_std.mean().item(),
+                "reward/frac_zero_std": (group_std == 0).float().mean().item(),  # groups with no signal
+                "response/length": mask.sum(1).mean().item(),
+            }
+        )
+        return stats
+
+    def _optimize(self, gen, old_logprobs, ref_logprobs, advantages, mask) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        b = gen.sequences.shape[0]
+        model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
+        acc: dict[str, list[float]] = {}
+        n_mb = 0
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(b, device=gen.sequences.device)
+            for start in range(0, b, cfg.minibatch_size):
+                idx = perm[start : start + cfg.minibatch_size]
+                mb = Generation(gen.sequences[idx], gen.attention_mask[idx], gen.response_mask[idx], gen.prompt_len, [])
+                m = mask[idx]  # (n, R)
+                logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
+                old = logprobs.detach() if old_logprobs is None else old_logprobs[idx]
+                adv = advantages[idx, None].expand_as(m)  # (n, R): the sequence's advantage on every token
+                pg, st = clipped_surrogate(logprobs, old, adv, m, cfg.clip_range, cfg.clip_range_high)
+                per_token = pg
+                mb_stats = {
+                    "loss/policy": aggregate_loss(pg, m, cfg.loss_aggregation).item(),
+                    "policy/clipfrac": masked_mean(st["clipped"], m).item(),
+                    "policy/ratio": masked_mean(st["ratio"], m).item(),
+                }
+                if ref_logprobs is not None:
+                    kl = k3_kl(logprobs, ref_logprobs[idx], m)  # (n, R)
+                    per_token = pg + cfg.beta * kl
+                    mb_stats["kl/k3"] = masked_mean(kl, m).item()
+                    mb_stats["kl/seq"] = ((old - ref_logprobs[idx]) * m).sum(1).mean().item()  # k1 of the sampling policy
+                loss = aggregate_loss(per_token, m, cfg.loss_aggregation)
+                (loss / cfg.grad_accum).backward()
+                n_mb += 1
+                if n_mb % cfg.grad_accum == 0:
+                    mb_stats["grad_norm"] = self._optimizer_step()
+                mb_stats["loss/total"] = loss.item()
+                for k, v in mb_stats.items():
+                    acc.setdefault(k, []).append(v)
+        if n_mb % cfg.grad_accum:
+            self._optimizer_step()
+        return {k: sum(v) / len(v) for k, v in acc.items()}
+
+    def _optimizer_step(self) -> float:
+        gn = torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(gn)
+
+    # -- evaluation and state -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, records: list[Record]) -> dict[str, float]:
+        """Mean reward, KL to the reference (when there is one) and response length on ``records``."""
+        from alignfw.evaluation import evaluate_policy
+
+        return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
+        if self.ref is not None:
+            state["ref"] = self.ref.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ref is not None:
+            self.ref.load_state_dict(state["ref"])
+
+
+@hookimpl
+def register_algorithms(register):
+    register("grpo", GRPO, config=GRPOConfig, description="Group Relative Policy Optimization (DeepSeekMath), no value head")

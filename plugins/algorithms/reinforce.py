@@ -1,0 +1,206 @@
+"""REINFORCE with a moving-average baseline over discounted, KL-shaped token rewards.
+
+Follows Williams 1992, "Simple statistical gradient-following algorithms for connectionist
+reinforcement learning" (https://doi.org/10.1007/BF00992696), with the per-token KL shaping of
+Ziegler et al. 2019 (https://arxiv.org/abs/1909.08593) that PPO here uses too; the baseline is
+Williams' "reinforcement comparison", an exponential moving average of past returns, as in
+Ahmadian et al. 2024 (https://arxiv.org/abs/2402.14740, §3.1, "RLOO"'s REINFORCE-with-baseline
+arm). The reference implementation is TRL's ``PPOTrainer`` reward shaping plus OpenRLHF's
+``reinforce`` advantage estimator. One ``step``:
+
+1. sample one response per prompt with the policy (dropout off) and score it;
+2. old and reference log-probs through the fused log-prob op; token rewards
+   ``-kl_coef * (logp - logp_ref)`` plus the score on the last token (``ppo.kl_shaped_rewards``);
+3. returns ``G_t = sum_{l >= t} gamma^(l-t) r_l`` (the Rust GAE with zero values and lambda 1);
+4. advantages ``G_t - baseline`` with the baseline of *previous* steps (so it does not depend on
+   this batch and the estimator stays unbiased), then the baseline moves towards this batch's
+   mean return; optionally whiten the advantages;
+5. one optimizer step on ``-A_t * logp_t`` (minibatches only bound memory: their gradients are
+   accumulated, so the update is on-policy).
+
+Notation: ``b`` prompts (= sequences) per step, ``R`` response tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from alignfw.hookspecs import hookimpl
+from alignfw.models import CausalLM, Generation, disable_dropout
+from alignfw.ops import gae
+from alignfw.plugins.algorithms.ppo import kl_shaped_rewards
+from alignfw.rollout import LOSS_AGGREGATIONS, compute_rewards, masked_mean, masked_whiten
+from alignfw.types import Record
+
+__all__ = ["Reinforce", "ReinforceConfig", "discounted_returns", "update_baseline"]
+
+
+@dataclass
+class ReinforceConfig:
+    """Options of REINFORCE. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
+
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    minibatch_size: int = 16  #: sequences per forward/backward (memory only: one optimizer step per batch)
+    max_grad_norm: float = 1.0
+    gamma: float = 1.0  #: discount of the token rewards
+    kl_coef: float = 0.05  #: per-token KL penalty in the rewards (0: no reference model)
+    baseline: bool = True  #: subtract a moving average of past returns
+    baseline_decay: float = 0.9  #: weight of the old baseline in each update
+    whiten_advantages: bool = False
+    loss_aggregation: str = "token"  #: "token" or "sequence" (see alignfw.rollout.aggregate_loss)
+    temperature: float | None = None  #: scoring temperature; None: the rollout temperature
+
+
+class Reinforce:
+    """The REINFORCE algorithm: owns the optimizer, the baseline and the reference model (``kl_coef > 0``)."""
+
+    def __init__(self, cfg: ReinforceConfig, ctx: Any) -> None:
+        from alignfw.exceptions import ConfigError
+
+        if ctx.reward is None:
+            names = ", ".join(ctx.registry.names("reward"))
+            raise ConfigError(f"REINFORCE needs a reward: add +reward=<name> (installed: {names})")
+        if cfg.minibatch_size < 1:
+            raise ConfigError("algo.minibatch_size must be >= 1")
+        if not 0.0 <= cfg.baseline_decay < 1.0 or not 0.0 <= cfg.gamma <= 1.0:
+            raise ConfigError(f"algo.baseline_decay={cfg.baseline_decay} must be in [0, 1) and algo.gamma={cfg.gamma} in [0, 1]")
+        if cfg.loss_aggregation not in LOSS_AGGREGATIONS:
+            raise ConfigError(f"algo.loss_aggregation={cfg.loss_aggregation!r}: use one of {', '.join(LOSS_AGGREGATIONS)}")
+        self.cfg = cfg
+        self.model: CausalLM = ctx.model
+        self.reward = ctx.reward
+        self.rollout_cfg = ctx.extras["rollout"]
+        self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
+        disable_dropout(self.model.lm)
+        self.ref = self.model.make_reference() if cfg.kl_coef > 0 else None
+        self.optimizer = torch.optim.AdamW(
+            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps
+        )
+        self.baseline: float | None = None  #: None until the first batch
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def step(self, records: list[Record]) -> dict[str, float]:
+        """One REINFORCE update from one sample per record; returns the metrics."""
+        cfg, model = self.cfg, self.model
+        prompts = [rec.prompt for rec in records]
+        r = self.rollout_cfg
+        gen = model.generate(prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
+        scores = compute_rewards(self.reward, prompts, gen.responses, records, model.device)  # (b,)
+        mask = gen.response_mask.float()  # (b, R)
+
+        if self.ref is not None:
+            with torch.no_grad():
+                model.lm.eval()
+                old_logprobs = model.score(gen, temperature=self.temperature)["logprobs"].float()
+                ref_logprobs = model.score(gen, temperature=self.temperature, lm=self.ref)["logprobs"].float()
+            kl = (old_logprobs - ref_logprobs) * mask  # (b, R), k1 estimator
+        else:
+            kl = torch.zeros_like(mask)
+        rewards = kl_shaped_rewards(scores, kl, mask, cfg.kl_coef)  # (b, R)
+        returns = discounted_returns(rewards, mask, cfg.gamma)  # (b, R)
+        batch_return = masked_mean(returns, mask).item()
+        if cfg.baseline:
+            baseline = batch_return if self.baseline is None else self.baseline  # first step: nothing older to use
+            advantages = (returns - baseline) * mask
+            self.baseline = update_baseline(self.baseline, batch_return, cfg.baseline_decay)
+        else:
+            advantages = returns
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+
+        stats = self._optimize(gen, advantages, mask)
+        stats.update(
+            {
+                "reward/mean": scores.mean().item(),
+                "reward/std": scores.std().item() if len(scores) > 1 else 0.0,
+                "kl/seq": kl.sum(1).mean().item(),
+                "returns/mean": batch_return,
+                "response/length": mask.sum(1).mean().item(),
+            }
+        )
+        if self.baseline is not None:
+            stats["baseline"] = self.baseline
+        return stats
+
+    def _optimize(self, gen, advantages, mask) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        b = gen.sequences.shape[0]
+        model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
+        units = _loss_units(mask, cfg.loss_aggregation)  # (b,): what each sequence adds to the denominator
+        total = units.sum().clamp(min=1)
+        loss_sum = 0.0
+        for start in range(0, b, cfg.minibatch_size):
+            sl = slice(start, start + cfg.minibatch_size)
+            mb = Generation(gen.sequences[sl], gen.attention_mask[sl], gen.response_mask[sl], gen.prompt_len, [])
+            logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
+            per_token = -advantages[sl] * logprobs * mask[sl]  # (n, R)
+            # the minibatch's share of the batch mean, so the accumulated gradient is the full batch's
+            per_seq = per_token.sum(1) if cfg.loss_aggregation == "token" else per_token.sum(1) / mask[sl].sum(1).clamp(min=1)
+            loss = per_seq.sum() / total
+            loss.backward()
+            loss_sum += loss.item()
+        gn = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss/policy": loss_sum, "grad_norm": float(gn), "advantage/mean": masked_mean(advantages, mask).item()}
+
+    # -- evaluation and state -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, records: list[Record]) -> dict[str, float]:
+        """Mean reward, KL to the reference (when there is one) and response length on ``records``."""
+        from alignfw.evaluation import evaluate_policy
+
+        return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline}
+        if self.ref is not None:
+            state["ref"] = self.ref.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = None if state["baseline"] is None else float(state["baseline"])
+        if self.ref is not None:
+            self.ref.load_state_dict(state["ref"])
+
+
+# -- the numerical pieces ---------------------------------------------------------------------
+
+
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Reward-to-go ``G_t = sum_{l >= t} gamma^(l - t) * r_l`` over the real tokens of each response.
+
+    Computed by :func:`alignfw.ops.gae` with zero values and ``lam = 1`` (then the GAE advantage
+    is the discounted return), so it runs in the same Rust loop and honours holes in ``mask`` the
+    same way.
+
+    Shapes: ``rewards``, ``mask`` ``(b, R)``. Returns ``(b, R)``, zero where masked.
+    """
+    advantages, _ = gae(rewards, torch.zeros_like(rewards), mask, gamma=gamma, lam=1.0)
+    return advantages
+
+
+def update_baseline(baseline: float | None, batch_return: float, decay: float) -> float:
+    """Exponential moving average ``decay * baseline + (1 - decay) * batch_return``; the first
+    batch's mean return starts it."""
+    return batch_return if baseline is None else decay * baseline + (1.0 - decay) * batch_return
+
+
+def _loss_units(mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per sequence, its weight in the loss denominator: its token count ("token") or 1 if it has
+    any token ("sequence"). Shape ``(b,)``."""
+    lengths = mask.sum(1)
+    return lengths if mode == "token" else (lengths > 0).float()
+
+
+@hookimpl
+def register_algorithms(register):
+    register("reinforce", Reinforce, config=ReinforceConfig, description="REINFORCE (Williams 1992) with a moving-average baseline")

@@ -1,0 +1,196 @@
+"""RLOO: REINFORCE Leave-One-Out, a critic-free policy gradient with a per-prompt baseline.
+
+Follows Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for
+Learning from Human Feedback in LLMs" (https://arxiv.org/abs/2402.14740, §3.2), after Kool et al.
+2019 ("Buy 4 REINFORCE samples, get a baseline for free!"); the reference implementation is TRL's
+``RLOOTrainer`` (the sequence-level version, ``trl<0.20``). The whole response is one action. One
+``step``:
+
+1. repeat each prompt ``num_generations`` (k) times and sample one response per copy;
+2. score the responses; old and reference log-probs through the fused log-prob op;
+3. KL-penalised sequence reward ``r = score - kl_coef * sum_t (logp_t - logp_ref_t)`` (k1 per
+   token, summed; the coefficient optionally adaptive, as in PPO);
+4. advantage ``A_i = r_i - mean_{j != i} r_j`` over the k samples of the prompt (optionally whitened);
+5. ``ppo_epochs`` passes over shuffled minibatches of ``-A * ratio`` with the *sequence* ratio
+   ``exp(sum_t logp_t - sum_t logp_old_t)``, PPO-clipped when ``clip_range`` is set. On the
+   first pass the ratio is 1 and the gradient is exactly REINFORCE's ``-A * grad log pi(y|x)``.
+
+Notation: ``B`` prompts per step, ``k`` = ``num_generations``, ``b = B * k`` sequences (the ``k``
+samples of a prompt contiguous), ``R`` response tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from alignfw.hookspecs import hookimpl
+from alignfw.models import CausalLM, Generation, disable_dropout
+from alignfw.rollout import AdaptiveKLController, clipped_surrogate, compute_rewards, leave_one_out_advantages
+from alignfw.types import Record
+
+__all__ = ["RLOO", "RLOOConfig", "kl_penalised_rewards"]
+
+
+@dataclass
+class RLOOConfig:
+    """Options of RLOO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
+
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    num_generations: int = 4  #: k, samples per prompt (the paper's best k); rollout batch = run.batch_size * k
+    ppo_epochs: int = 1  #: passes over each rollout batch (> 1 reuses samples: keep clip_range set)
+    minibatch_size: int = 16  #: sequences per gradient step
+    grad_accum: int = 1  #: minibatches accumulated per optimizer step
+    max_grad_norm: float = 1.0
+    clip_range: float | None = 0.2  #: clip of the sequence ratio; None: plain REINFORCE with importance weights
+    kl_coef: float = 0.05  #: initial KL penalty on the sequence reward
+    kl_target: float | None = None  #: adaptive KL target per sequence (None: fixed coefficient)
+    kl_horizon: int = 10000
+    whiten_advantages: bool = False  #: TRL's normalize_advantage
+    temperature: float | None = None  #: scoring temperature; None: the rollout temperature
+
+
+class RLOO:
+    """The RLOO algorithm: owns the optimizer, the KL controller and the frozen reference model."""
+
+    def __init__(self, cfg: RLOOConfig, ctx: Any) -> None:
+        from alignfw.exceptions import ConfigError
+
+        if ctx.reward is None:
+            names = ", ".join(ctx.registry.names("reward"))
+            raise ConfigError(f"RLOO needs a reward: add +reward=<name> (installed: {names})")
+        if cfg.num_generations < 2:
+            raise ConfigError(f"algo.num_generations={cfg.num_generations}: the leave-one-out baseline needs >= 2 samples per prompt")
+        if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:
+            raise ConfigError("algo.minibatch_size, algo.ppo_epochs and algo.grad_accum must be >= 1")
+        self.cfg = cfg
+        self.model: CausalLM = ctx.model
+        self.reward = ctx.reward
+        self.rollout_cfg = ctx.extras["rollout"]
+        self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
+        disable_dropout(self.model.lm)
+        self.ref = self.model.make_reference()
+        self.optimizer = torch.optim.AdamW(
+            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps
+        )
+        self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def step(self, records: list[Record]) -> dict[str, float]:
+        """One RLOO iteration on ``B = len(records)`` prompts (``B * k`` samples); returns the metrics."""
+        cfg, model, k = self.cfg, self.model, self.cfg.num_generations
+        group = [rec for rec in records for _ in range(k)]  # each record k times, contiguous
+        prompts = [rec.prompt for rec in group]
+        r = self.rollout_cfg
+        gen = model.generate(prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
+        scores = compute_rewards(self.reward, prompts, gen.responses, group, model.device)  # (b,)
+        mask = gen.response_mask.float()  # (b, R)
+
+        with torch.no_grad():
+            model.lm.eval()
+            old_logprobs = model.score(gen, temperature=self.temperature)["logprobs"].float()  # (b, R)
+            ref_logprobs = model.score(gen, temperature=self.temperature, lm=self.ref)["logprobs"].float()
+        rewards, seq_kl = kl_penalised_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.coef)  # (b,), (b,)
+        advantages = leave_one_out_advantages(rewards, k)  # (b,)
+        if cfg.whiten_advantages:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        old_seq_logprobs = (old_logprobs * mask).sum(1)  # (b,), log pi_old(y|x)
+
+        stats = self._optimize(gen, old_seq_logprobs, advantages, mask)
+        self.kl_ctl.update(seq_kl.mean().item(), len(records))
+        stats.update(
+            {
+                "reward/mean": scores.mean().item(),
+                "reward/std": scores.std().item(),
+                "reward/penalised": rewards.mean().item(),
+                "kl/seq": seq_kl.mean().item(),
+                "kl/coef": self.kl_ctl.coef,
+                "advantage/abs": advantages.abs().mean().item(),
+                "response/length": mask.sum(1).mean().item(),
+            }
+        )
+        return stats
+
+    def _optimize(self, gen, old_seq_logprobs, advantages, mask) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        b = gen.sequences.shape[0]
+        clip = cfg.clip_range if cfg.clip_range is not None else float("inf")
+        model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
+        acc: dict[str, list[float]] = {}
+        n_mb = 0
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(b, device=gen.sequences.device)
+            for start in range(0, b, cfg.minibatch_size):
+                idx = perm[start : start + cfg.minibatch_size]
+                mb = Generation(gen.sequences[idx], gen.attention_mask[idx], gen.response_mask[idx], gen.prompt_len, [])
+                logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
+                seq_logprobs = (logprobs * mask[idx]).sum(1, keepdim=True)  # (n, 1)
+                ones = torch.ones_like(seq_logprobs)
+                # the response is one action: the surrogate on (n, 1) sequence log-probs
+                per_seq, st = clipped_surrogate(seq_logprobs, old_seq_logprobs[idx, None], advantages[idx, None], ones, clip)
+                loss = per_seq.mean()
+                (loss / cfg.grad_accum).backward()
+                n_mb += 1
+                mb_stats = {
+                    "loss/policy": loss.item(),
+                    "policy/clipfrac": st["clipped"].mean().item(),
+                    "policy/ratio": st["ratio"].mean().item(),
+                }
+                if n_mb % cfg.grad_accum == 0:
+                    mb_stats["grad_norm"] = self._optimizer_step()
+                for key, v in mb_stats.items():
+                    acc.setdefault(key, []).append(v)
+        if n_mb % cfg.grad_accum:
+            self._optimizer_step()
+        return {key: sum(v) / len(v) for key, v in acc.items()}
+
+    def _optimizer_step(self) -> float:
+        gn = torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(gn)
+
+    # -- evaluation and state -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, records: list[Record]) -> dict[str, float]:
+        """Mean reward, KL to the reference and response length of fresh samples on ``records``."""
+        from alignfw.evaluation import evaluate_policy
+
+        return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "kl_ctl": self.kl_ctl.state_dict(), "ref": self.ref.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.ref.load_state_dict(state["ref"])
+
+
+# -- the numerical pieces ---------------------------------------------------------------------
+
+
+def kl_penalised_rewards(
+    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, kl_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RLOO's sequence reward: the score minus ``kl_coef`` times the summed per-token k1 KL.
+
+    ``r = score - kl_coef * sum_t (logp_t - logp_ref_t)`` over the response's real tokens, the
+    penalty TRL's ``RLOOTrainer`` applies before the leave-one-out baseline.
+
+    Shapes: ``scores`` ``(b,)``; ``logprobs``, ``ref_logprobs``, ``mask`` ``(b, R)``.
+    Returns ``(rewards, seq_kl)``, both ``(b,)``.
+    """
+    seq_kl = ((logprobs - ref_logprobs) * mask).sum(1)  # (b,)
+    return scores - kl_coef * seq_kl, seq_kl
+
+
+@hookimpl
+def register_algorithms(register):
+    register("rloo", RLOO, config=RLOOConfig, description="REINFORCE Leave-One-Out (Ahmadian et al. 2024), no value head")
