@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from alignfw import hookspecs
 from alignfw.hookspecs import hookimpl

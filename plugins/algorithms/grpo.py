@@ -28,7 +28,16 @@ import torch
 
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
-from alignfw.rollout import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate, compute_rewards, group_advantages, k3_kl, masked_mean
+from alignfw.rollout import (
+    LOSS_AGGREGATIONS,
+    aggregate_loss,
+    clipped_surrogate,
+    compute_rewards,
+    group_advantages,
+    k3_kl,
+    masked_mean,
+    minibatch_epochs,
+)
 from alignfw.types import Record
 
 __all__ = ["GRPO", "GRPOConfig"]
@@ -116,48 +125,32 @@ class GRPO:
 
     def _optimize(self, gen, old_logprobs, ref_logprobs, advantages, mask) -> dict[str, float]:
         cfg, model = self.cfg, self.model
-        b = gen.sequences.shape[0]
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
-        acc: dict[str, list[float]] = {}
-        n_mb = 0
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(b, device=gen.sequences.device)
-            for start in range(0, b, cfg.minibatch_size):
-                idx = perm[start : start + cfg.minibatch_size]
-                mb = Generation(gen.sequences[idx], gen.attention_mask[idx], gen.response_mask[idx], gen.prompt_len, [])
-                m = mask[idx]  # (n, R)
-                logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
-                old = logprobs.detach() if old_logprobs is None else old_logprobs[idx]
-                adv = advantages[idx, None].expand_as(m)  # (n, R): the sequence's advantage on every token
-                pg, st = clipped_surrogate(logprobs, old, adv, m, cfg.clip_range, cfg.clip_range_high)
-                per_token = pg
-                mb_stats = {
-                    "loss/policy": aggregate_loss(pg, m, cfg.loss_aggregation).item(),
-                    "policy/clipfrac": masked_mean(st["clipped"], m).item(),
-                    "policy/ratio": masked_mean(st["ratio"], m).item(),
-                }
-                if ref_logprobs is not None:
-                    kl = k3_kl(logprobs, ref_logprobs[idx], m)  # (n, R)
-                    per_token = pg + cfg.beta * kl
-                    mb_stats["kl/k3"] = masked_mean(kl, m).item()
-                    mb_stats["kl/seq"] = ((old - ref_logprobs[idx]) * m).sum(1).mean().item()  # k1 of the sampling policy
-                loss = aggregate_loss(per_token, m, cfg.loss_aggregation)
-                (loss / cfg.grad_accum).backward()
-                n_mb += 1
-                if n_mb % cfg.grad_accum == 0:
-                    mb_stats["grad_norm"] = self._optimizer_step()
-                mb_stats["loss/total"] = loss.item()
-                for k, v in mb_stats.items():
-                    acc.setdefault(k, []).append(v)
-        if n_mb % cfg.grad_accum:
-            self._optimizer_step()
-        return {k: sum(v) / len(v) for k, v in acc.items()}
 
-    def _optimizer_step(self) -> float:
-        gn = torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.cfg.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(gn)
+        def loss_fn(mb: Generation, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            m = mask[idx]  # (n, R)
+            logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
+            old = logprobs.detach() if old_logprobs is None else old_logprobs[idx]
+            adv = advantages[idx, None].expand_as(m)  # (n, R): the sequence's advantage on every token
+            pg, st = clipped_surrogate(logprobs, old, adv, m, cfg.clip_range, cfg.clip_range_high)
+            per_token = pg
+            stats = {
+                "loss/policy": aggregate_loss(pg, m, cfg.loss_aggregation).item(),
+                "policy/clipfrac": masked_mean(st["clipped"], m).item(),
+                "policy/ratio": masked_mean(st["ratio"], m).item(),
+            }
+            if ref_logprobs is not None:
+                kl = k3_kl(logprobs, ref_logprobs[idx], m)  # (n, R)
+                per_token = pg + cfg.beta * kl
+                stats["kl/k3"] = masked_mean(kl, m).item()
+                stats["kl/seq"] = ((old - ref_logprobs[idx]) * m).sum(1).mean().item()  # k1 of the sampling policy
+            return aggregate_loss(per_token, m, cfg.loss_aggregation), stats
+
+        return minibatch_epochs(
+            gen, loss_fn, epochs=cfg.ppo_epochs, minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum,
+            params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
+        )
+
 
     # -- evaluation and state -----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import torch
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
 from alignfw.ops import gae
-from alignfw.rollout import AdaptiveKLController, compute_rewards, masked_mean, masked_whiten
+from alignfw.rollout import AdaptiveKLController, compute_rewards, masked_mean, masked_whiten, minibatch_epochs
 from alignfw.types import Record
 
 __all__ = ["PPO", "PPOConfig", "clipped_policy_loss", "clipped_value_loss", "kl_shaped_rewards"]
@@ -127,38 +127,24 @@ class PPO:
 
     def _optimize(self, gen, old_logprobs, old_values, advantages, returns, mask) -> dict[str, float]:
         cfg, model = self.cfg, self.model
-        b = gen.sequences.shape[0]
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
-        acc: dict[str, list[float]] = {}
-        n_mb = 0
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(b, device=gen.sequences.device)
-            for start in range(0, b, cfg.minibatch_size):
-                idx = perm[start : start + cfg.minibatch_size]
-                mb = Generation(gen.sequences[idx], gen.attention_mask[idx], gen.response_mask[idx], gen.prompt_len, [])
-                m = mask[idx]
-                out = model.score(mb, temperature=self.temperature, values=True, entropy=cfg.entropy_coef > 0)
-                pg_loss, pg_stats = clipped_policy_loss(out["logprobs"].float(), old_logprobs[idx], advantages[idx], m, cfg.clip_range)
-                vf_loss, vf_stats = clipped_value_loss(out["values"], old_values[idx], returns[idx], m, cfg.clip_range_value)
-                loss = pg_loss + cfg.vf_coef * vf_loss
-                if cfg.entropy_coef > 0:
-                    ent = masked_mean(out["entropy"].float(), m)
-                    loss = loss - cfg.entropy_coef * ent
-                    pg_stats["entropy"] = ent.item()
-                (loss / cfg.grad_accum).backward()
-                n_mb += 1
-                if n_mb % cfg.grad_accum == 0:
-                    gn = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    pg_stats["grad_norm"] = float(gn)
-                for k, v in {**pg_stats, **vf_stats, "loss/total": loss.item()}.items():
-                    acc.setdefault(k, []).append(v)
-        if n_mb % cfg.grad_accum:
-            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        return {k: sum(v) / len(v) for k, v in acc.items()}
+
+        def loss_fn(mb: Generation, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            m = mask[idx]
+            out = model.score(mb, temperature=self.temperature, values=True, entropy=cfg.entropy_coef > 0)
+            pg_loss, stats = clipped_policy_loss(out["logprobs"].float(), old_logprobs[idx], advantages[idx], m, cfg.clip_range)
+            vf_loss, vf_stats = clipped_value_loss(out["values"], old_values[idx], returns[idx], m, cfg.clip_range_value)
+            loss = pg_loss + cfg.vf_coef * vf_loss
+            if cfg.entropy_coef > 0:
+                ent = masked_mean(out["entropy"].float(), m)
+                loss = loss - cfg.entropy_coef * ent
+                stats["entropy"] = ent.item()
+            return loss, {**stats, **vf_stats}
+
+        return minibatch_epochs(
+            gen, loss_fn, epochs=cfg.ppo_epochs, minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum,
+            params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
+        )
 
     # -- evaluation and state -----------------------------------------------------------------
 

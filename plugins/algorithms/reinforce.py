@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from alignfw.hookspecs import hookimpl
-from alignfw.models import CausalLM, Generation, disable_dropout
+from alignfw.models import CausalLM, disable_dropout
 from alignfw.ops import gae
 from alignfw.plugins.algorithms.ppo import kl_shaped_rewards
 from alignfw.rollout import LOSS_AGGREGATIONS, compute_rewards, masked_mean, masked_whiten
@@ -137,7 +137,7 @@ class Reinforce:
         loss_sum = 0.0
         for start in range(0, b, cfg.minibatch_size):
             sl = slice(start, start + cfg.minibatch_size)
-            mb = Generation(gen.sequences[sl], gen.attention_mask[sl], gen.response_mask[sl], gen.prompt_len, [])
+            mb = gen.select(sl)
             logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
             per_token = -advantages[sl] * logprobs * mask[sl]  # (n, R)
             # the minibatch's share of the batch mean, so the accumulated gradient is the full batch's

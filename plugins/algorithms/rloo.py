@@ -28,7 +28,7 @@ import torch
 
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
-from alignfw.rollout import AdaptiveKLController, clipped_surrogate, compute_rewards, leave_one_out_advantages
+from alignfw.rollout import AdaptiveKLController, clipped_surrogate, compute_rewards, leave_one_out_advantages, minibatch_epochs
 from alignfw.types import Record
 
 __all__ = ["RLOO", "RLOOConfig", "kl_penalised_rewards"]
@@ -118,42 +118,23 @@ class RLOO:
 
     def _optimize(self, gen, old_seq_logprobs, advantages, mask) -> dict[str, float]:
         cfg, model = self.cfg, self.model
-        b = gen.sequences.shape[0]
         clip = cfg.clip_range if cfg.clip_range is not None else float("inf")
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
-        acc: dict[str, list[float]] = {}
-        n_mb = 0
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(b, device=gen.sequences.device)
-            for start in range(0, b, cfg.minibatch_size):
-                idx = perm[start : start + cfg.minibatch_size]
-                mb = Generation(gen.sequences[idx], gen.attention_mask[idx], gen.response_mask[idx], gen.prompt_len, [])
-                logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
-                seq_logprobs = (logprobs * mask[idx]).sum(1, keepdim=True)  # (n, 1)
-                ones = torch.ones_like(seq_logprobs)
-                # the response is one action: the surrogate on (n, 1) sequence log-probs
-                per_seq, st = clipped_surrogate(seq_logprobs, old_seq_logprobs[idx, None], advantages[idx, None], ones, clip)
-                loss = per_seq.mean()
-                (loss / cfg.grad_accum).backward()
-                n_mb += 1
-                mb_stats = {
-                    "loss/policy": loss.item(),
-                    "policy/clipfrac": st["clipped"].mean().item(),
-                    "policy/ratio": st["ratio"].mean().item(),
-                }
-                if n_mb % cfg.grad_accum == 0:
-                    mb_stats["grad_norm"] = self._optimizer_step()
-                for key, v in mb_stats.items():
-                    acc.setdefault(key, []).append(v)
-        if n_mb % cfg.grad_accum:
-            self._optimizer_step()
-        return {key: sum(v) / len(v) for key, v in acc.items()}
 
-    def _optimizer_step(self) -> float:
-        gn = torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.cfg.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(gn)
+        def loss_fn(mb: Generation, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
+            seq_logprobs = (logprobs * mask[idx]).sum(1, keepdim=True)  # (n, 1)
+            ones = torch.ones_like(seq_logprobs)
+            # the response is one action: the surrogate on (n, 1) sequence log-probs
+            per_seq, st = clipped_surrogate(seq_logprobs, old_seq_logprobs[idx, None], advantages[idx, None], ones, clip)
+            loss = per_seq.mean()
+            return loss, {"loss/policy": loss.item(), "policy/clipfrac": st["clipped"].mean().item(), "policy/ratio": st["ratio"].mean().item()}
+
+        return minibatch_epochs(
+            gen, loss_fn, epochs=cfg.ppo_epochs, minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum,
+            params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
+        )
+
 
     # -- evaluation and state -----------------------------------------------------------------
 

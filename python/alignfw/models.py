@@ -56,6 +56,10 @@ class Generation:
     def response_ids(self) -> torch.Tensor:
         return self.sequences[:, self.prompt_len :]
 
+    def select(self, idx: torch.Tensor) -> Generation:
+        """The rows ``idx`` (a minibatch); texts are not carried over."""
+        return Generation(self.sequences[idx], self.attention_mask[idx], self.response_mask[idx], self.prompt_len, [])
+
 
 class CausalLM:
     """A policy: ``lm`` (``transformers`` causal LM), ``tokenizer``, optional ``value_head``, optional ``ref``."""

@@ -19,6 +19,7 @@ from alignfw.types import Record
 
 __all__ = [
     "AdaptiveKLController",
+    "minibatch_epochs",
     "LOSS_AGGREGATIONS",
     "aggregate_loss",
     "clipped_surrogate",
@@ -229,3 +230,47 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str) -> to
         per_seq = (per_token * mask).sum(1) / lengths.clamp(min=1)  # (b,)
         return per_seq.sum() / (lengths > 0).sum().clamp(min=1)
     raise ValueError(f"loss aggregation {mode!r}: use one of {', '.join(LOSS_AGGREGATIONS)}")
+
+
+def minibatch_epochs(
+    gen: Any,
+    loss_fn: Callable[[Any, torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
+    *,
+    epochs: int,
+    minibatch_size: int,
+    grad_accum: int,
+    params: Sequence[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float,
+) -> dict[str, float]:
+    """The update loop PPO, GRPO and RLOO share: ``epochs`` passes over shuffled minibatches of a
+    rollout, ``loss_fn(minibatch, idx) -> (loss, stats)`` per minibatch, an optimizer step (with
+    gradient clipping) every ``grad_accum`` minibatches and once more for a remainder.
+
+    Returns the mean of each stat over minibatches, plus ``loss/total`` and ``grad_norm``.
+    """
+    b = gen.sequences.shape[0]
+    acc: dict[str, list[float]] = {}
+    n_mb = 0
+
+    def optimizer_step() -> float:
+        gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(gn)
+
+    for _ in range(epochs):
+        perm = torch.randperm(b, device=gen.sequences.device)
+        for start in range(0, b, minibatch_size):
+            idx = perm[start : start + minibatch_size]
+            loss, stats = loss_fn(gen.select(idx), idx)
+            (loss / grad_accum).backward()
+            n_mb += 1
+            if n_mb % grad_accum == 0:
+                stats["grad_norm"] = optimizer_step()
+            stats["loss/total"] = loss.item()
+            for k, v in stats.items():
+                acc.setdefault(k, []).append(v)
+    if n_mb % grad_accum:
+        optimizer_step()
+    return {k: sum(v) / len(v) for k, v in acc.items()}
