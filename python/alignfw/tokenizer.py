@@ -242,6 +242,13 @@ class Tokenizer:
         """
         return self._native.encode_batch_flat(texts, _allowed(allowed_special), num_threads)
 
+    def pre_tokenize(self, text: Text) -> list[str]:
+        """The pieces the pre-tokenizer splits ``text`` into, before BPE (for inspection and tests).
+
+        Pieces are plain text (not byte-level spellings); added tokens are not split off.
+        """
+        return self._native.pre_tokenize(text)
+
     # --- decoding ------------------------------------------------------------------------------
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:

@@ -225,6 +225,13 @@ impl BpeTokenizer {
         Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
     }
 
+    /// The pieces the pre-tokenizer splits `text` into (after normalization; added tokens not split off).
+    fn pre_tokenize(&self, py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+        let text = Text::extract(text)?;
+        let t = &self.inner;
+        py.detach(|| t.pre_tokenize(text.as_str()?)).map_err(to_pyerr)
+    }
+
     /// Decodes ids to text (invalid UTF-8 at token boundaries becomes U+FFFD, as in Hugging Face).
     #[pyo3(signature = (ids, skip_special_tokens = false))]
     fn decode(&self, py: Python<'_>, ids: Vec<u32>, skip_special_tokens: bool) -> PyResult<String> {

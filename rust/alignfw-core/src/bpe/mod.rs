@@ -394,8 +394,30 @@ impl Tokenizer {
         self.parts.added.iter().find(|t| t.content == content)
     }
 
+    /// The pieces BPE would merge within, after normalization and pre-tokenization (added tokens are
+    /// not split off: this shows the pre-tokenizer alone, as Hugging Face's `pre_tokenize_str`).
+    pub fn pre_tokenize(&self, text: &str) -> Result<Vec<String>> {
+        let mut pieces = Vec::new();
+        self.for_each_piece(text, &mut |p| pieces.push(p.to_string()))?;
+        Ok(pieces)
+    }
+
     /// Normalizes, pre-tokenizes and merges one segment free of added tokens.
     fn encode_segment(&self, text: &str, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
+        if let (Some(p), Normalizer::None) = (&self.single_split, self.parts.normalizer) {
+            // Fast path: one regex split, no normalization, no prefix space.
+            return p.split(text, &mut |piece| self.encode_piece(piece.as_bytes(), cache, out));
+        }
+        let mut pieces: Vec<String> = Vec::new();
+        self.for_each_piece(text, &mut |p| pieces.push(p.to_string()))?;
+        for piece in &pieces {
+            self.encode_piece(piece.as_bytes(), cache, out);
+        }
+        Ok(())
+    }
+
+    /// Normalizes `text` and calls `f` on each pre-tokenized piece.
+    fn for_each_piece(&self, text: &str, f: &mut dyn FnMut(&str)) -> Result<()> {
         if text.is_empty() {
             return Ok(());
         }
@@ -404,7 +426,7 @@ impl Tokenizer {
             _ => Cow::Borrowed(text),
         };
         if let Some(p) = &self.single_split {
-            return p.split(&text, &mut |piece| self.encode_piece(piece.as_bytes(), cache, out));
+            return p.split(&text, &mut |piece| f(piece));
         }
         // General path: apply each step to every piece in turn.
         let mut pieces: Vec<Cow<str>> = vec![text];
@@ -430,7 +452,7 @@ impl Tokenizer {
             pieces = next;
         }
         for piece in &pieces {
-            self.encode_piece(piece.as_bytes(), cache, out);
+            f(piece);
         }
         Ok(())
     }
