@@ -303,9 +303,12 @@ impl Tokenizer {
         })
     }
 
-    /// The model vocabulary as `(bytes, id)` (what tiktoken calls mergeable ranks), sorted by id.
+    /// The model vocabulary without added tokens, as `(bytes, id)` sorted by id (what tiktoken calls
+    /// mergeable ranks).
     pub fn byte_vocab(&self) -> Vec<(Vec<u8>, u32)> {
-        let mut v: Vec<(Vec<u8>, u32)> = self.bytes_to_id.iter().map(|(b, &i)| (b.clone(), i)).collect();
+        let added: rustc_hash::FxHashSet<u32> = self.parts.added.iter().map(|t| t.id).collect();
+        let mut v: Vec<(Vec<u8>, u32)> =
+            self.bytes_to_id.iter().filter(|(_, i)| !added.contains(i)).map(|(b, &i)| (b.clone(), i)).collect();
         v.sort_unstable_by_key(|x| x.1);
         v
     }
