@@ -12,7 +12,8 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::PyUnicodeEncodeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::errors::to_pyerr;
 
@@ -88,11 +89,25 @@ fn parse_pattern(pattern: &str) -> PyResult<Pattern> {
 #[pyclass(module = "alignfw._native", name = "BpeTokenizer", frozen)]
 pub struct BpeTokenizer {
     inner: Arc<Tokenizer>,
+    /// One Python int per id, made once: building a list of ids is then a reference-count increment
+    /// per element instead of an int allocation (the conversion runs under the GIL, so it bounds how
+    /// well batches scale).
+    ints: PyOnceLock<Vec<Py<PyAny>>>,
 }
 
 impl BpeTokenizer {
     fn wrap(t: Tokenizer) -> Self {
-        BpeTokenizer { inner: Arc::new(t) }
+        BpeTokenizer { inner: Arc::new(t), ints: PyOnceLock::new() }
+    }
+
+    fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        let ints = self.ints.get_or_init(py, || {
+            (0..self.inner.vocab_size() as u32)
+                .map(|i| i.into_pyobject(py).expect("int conversion cannot fail").into_any().unbind())
+                .collect()
+        });
+        // Encoding only produces ids of the vocabulary, so indexing cannot fail.
+        PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))
     }
 }
 
@@ -169,30 +184,39 @@ impl BpeTokenizer {
 
     /// Encodes one text (`str` or UTF-8 `bytes`) to a list of ids.
     #[pyo3(signature = (text, allowed_special = None))]
-    fn encode(&self, py: Python<'_>, text: &Bound<'_, PyAny>, allowed_special: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u32>> {
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let text = Text::extract(text)?;
         let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        py.detach(|| t.encode(text.as_str()?, &allowed)).map_err(to_pyerr)
+        let ids = py.detach(|| t.encode(text.as_str()?, &allowed)).map_err(to_pyerr)?;
+        self.id_list(py, &ids)
     }
 
     /// Encodes many texts in parallel (rayon's pool, or a pool of `num_threads`).
     #[pyo3(signature = (texts, allowed_special = None, num_threads = None))]
-    fn encode_batch(
+    fn encode_batch<'py>(
         &self,
-        py: Python<'_>,
-        texts: &Bound<'_, PyAny>,
-        allowed_special: Option<&Bound<'_, PyAny>>,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
         num_threads: Option<usize>,
-    ) -> PyResult<Vec<Vec<u32>>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let texts = extract_texts(texts)?;
         let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        py.detach(|| {
-            let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
-            t.encode_batch(&strs, &allowed, num_threads)
-        })
-        .map_err(to_pyerr)
+        let batch = py
+            .detach(|| {
+                let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
+                t.encode_batch(&strs, &allowed, num_threads)
+            })
+            .map_err(to_pyerr)?;
+        let lists = batch.iter().map(|ids| self.id_list(py, ids)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, lists)
     }
 
     /// Encodes many texts into one flat `uint32` array of ids and `int64` offsets (`len(texts) + 1`):

@@ -48,11 +48,11 @@ impl MergeMap {
         self.map.iter().map(|(&k, &v)| (((k >> 32) as u32, k as u32), v))
     }
 
-    /// Merges `ids` in place.
+    /// Merges `ids` in place; `scratch` is a reusable buffer.
     #[inline]
-    pub fn apply(&self, ids: &mut Vec<u32>) {
+    pub fn apply(&self, ids: &mut Vec<u32>, scratch: &mut Vec<(u32, u32)>) {
         if ids.len() <= HEAP_THRESHOLD {
-            self.apply_scan(ids)
+            self.apply_scan_with(ids, scratch)
         } else {
             self.apply_heap(ids)
         }
@@ -60,12 +60,17 @@ impl MergeMap {
 
     /// Flat scan: O(n²) but branch-light and allocation-free for short pieces.
     pub fn apply_scan(&self, ids: &mut Vec<u32>) {
+        self.apply_scan_with(ids, &mut Vec::new())
+    }
+
+    fn apply_scan_with(&self, ids: &mut Vec<u32>, pairs: &mut Vec<(u32, u32)>) {
         if ids.len() < 2 {
             return;
         }
         const NONE: (u32, u32) = (u32::MAX, u32::MAX);
         // pairs[i]: (rank, merged id) of (ids[i], ids[i + 1]).
-        let mut pairs: Vec<(u32, u32)> = ids.windows(2).map(|w| self.get(w[0], w[1]).unwrap_or(NONE)).collect();
+        pairs.clear();
+        pairs.extend(ids.windows(2).map(|w| self.get(w[0], w[1]).unwrap_or(NONE)));
         loop {
             let mut best = u32::MAX;
             let mut at = 0;

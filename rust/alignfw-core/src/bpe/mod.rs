@@ -476,27 +476,37 @@ impl Tokenizer {
                 return;
             }
         }
-        let cacheable = piece.len() <= MAX_CACHED_PIECE;
-        if cacheable {
-            if let Some(ids) = cache.map.get(piece) {
-                out.extend_from_slice(ids);
-                return;
-            }
+        if piece.len() > MAX_CACHED_PIECE {
+            self.merge_piece(piece, &mut cache.scratch_ids, &mut cache.scratch_pairs);
+            out.extend_from_slice(&cache.scratch_ids);
+            return;
         }
-        let start = out.len();
-        self.merge_piece(piece, out);
-        if cacheable {
-            if cache.map.len() >= MAX_CACHE_ENTRIES {
-                cache.map.clear();
-            }
-            cache.map.insert(piece.into(), out[start..].into());
+        let key = short_key(piece);
+        let hit = match key {
+            Some(k) => cache.short.get(&k),
+            None => cache.long.get(piece),
+        };
+        if let Some(&(start, len)) = hit {
+            out.extend_from_slice(&cache.arena[start as usize..(start + len) as usize]);
+            return;
         }
+        self.merge_piece(piece, &mut cache.scratch_ids, &mut cache.scratch_pairs);
+        out.extend_from_slice(&cache.scratch_ids);
+        if cache.short.len() + cache.long.len() >= MAX_CACHE_ENTRIES || cache.arena.len() >= MAX_CACHE_IDS {
+            cache.clear();
+        }
+        let slot = (cache.arena.len() as u32, cache.scratch_ids.len() as u32);
+        cache.arena.extend_from_slice(&cache.scratch_ids);
+        match key {
+            Some(k) => cache.short.insert(k, slot),
+            None => cache.long.insert(piece.into(), slot),
+        };
     }
 
-    /// BPE without the cache: byte symbols (unknown bytes become `unk` or are dropped, as in Hugging
-    /// Face), then merges.
-    fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
-        let mut ids: Vec<u32> = Vec::with_capacity(piece.len());
+    /// BPE without the cache, into `ids`: byte symbols (unknown bytes become `unk` or are dropped, as
+    /// in Hugging Face), then merges.
+    fn merge_piece(&self, piece: &[u8], ids: &mut Vec<u32>, scratch: &mut Vec<(u32, u32)>) {
+        ids.clear();
         for &b in piece {
             let id = self.byte_ids[b as usize];
             if id != NO_ID {
@@ -507,8 +517,7 @@ impl Tokenizer {
                 }
             }
         }
-        self.merges.apply(&mut ids);
-        out.extend_from_slice(&ids);
+        self.merges.apply(ids, scratch);
     }
 
     /// Encodes many texts in parallel on `num_threads` threads (rayon's global pool when `None`).
@@ -605,14 +614,42 @@ impl Tokenizer {
 
 /// Pieces longer than this are not cached (they rarely repeat and would bloat the cache).
 const MAX_CACHED_PIECE: usize = 128;
-/// The cache is cleared when it reaches this many pieces, bounding memory per thread and tokenizer.
-const MAX_CACHE_ENTRIES: usize = 1 << 17;
+/// The cache is cleared when it reaches this many pieces or ids, bounding memory per thread and
+/// tokenizer (about 8 MB).
+const MAX_CACHE_ENTRIES: usize = 1 << 18;
+const MAX_CACHE_IDS: usize = 1 << 20;
 /// Caches kept per thread (one per recently used tokenizer).
 const MAX_CACHES_PER_THREAD: usize = 4;
 
+/// Piece → ids. Pieces of up to 15 bytes (nearly all) are keyed inline by a `u128`, so a lookup
+/// touches no key allocation; ids live in one arena.
 #[derive(Default)]
 struct PieceCache {
-    map: FxHashMap<Box<[u8]>, Box<[u32]>>,
+    short: FxHashMap<u128, (u32, u32)>,
+    long: FxHashMap<Box<[u8]>, (u32, u32)>,
+    arena: Vec<u32>,
+    scratch_ids: Vec<u32>,
+    scratch_pairs: Vec<(u32, u32)>,
+}
+
+impl PieceCache {
+    fn clear(&mut self) {
+        self.short.clear();
+        self.long.clear();
+        self.arena.clear();
+    }
+}
+
+/// The bytes of a piece of at most 15 bytes, zero-padded, with the length in the last byte.
+#[inline(always)]
+fn short_key(piece: &[u8]) -> Option<u128> {
+    if piece.len() > 15 {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    buf[..piece.len()].copy_from_slice(piece);
+    buf[15] = piece.len() as u8;
+    Some(u128::from_le_bytes(buf))
 }
 
 thread_local! {
