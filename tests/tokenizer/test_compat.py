@@ -115,10 +115,11 @@ def _set_prefix_space(d):
 
 def _llama_style(d):
     d["model"]["ignore_merges"] = True
-    d["added_tokens"].append(
-        {"id": 2000, "content": "fn main", "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": True, "special": False}
-    )
+    for i, content in enumerate(["fn main", "naïve"]):  # 'ï' is also a byte-level spelling character
+        d["added_tokens"].append(
+            {"id": 2000 + i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": True, "special": False}
+        )
 
 
 def _qwen_style(d):
@@ -141,8 +142,10 @@ def _merges_as_pairs(d):
 )
 def test_tokenizer_json_variants_equal_hf(trained, corpus_files, pattern, edit):
     ours, hf = _variant(trained[pattern], edit)
-    text = corpus_files[1].read_text(encoding="utf-8")[:20000] + " café cafe\u0301 Å Å <|pad|>"
-    assert ours.encode(text, allowed_special="all") == hf.encode(text, add_special_tokens=False).ids
+    text = corpus_files[1].read_text(encoding="utf-8")[:20000] + " café cafe\u0301 Å Å <|pad|> naïve"
+    ids = ours.encode(text, allowed_special="all")
+    assert ids == hf.encode(text, add_special_tokens=False).ids
+    assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=False)
     for line in text.splitlines()[:200]:
         assert ours.encode(line, allowed_special="all") == hf.encode(line, add_special_tokens=False).ids
 

@@ -320,31 +320,45 @@ impl Tokenizer {
     /// added tokens are always recognised (as Hugging Face does). Equals Hugging Face
     /// `Tokenizer.encode(text, add_special_tokens=False).ids` when every special token is allowed.
     pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Result<Vec<u32>> {
-        let mut out = Vec::with_capacity(text.len() / 3 + 1);
-        let custom;
-        let matcher = match allowed {
+        let custom = self.custom_matcher(allowed)?;
+        self.encode_with(text, self.matcher_for(allowed, &custom))
+    }
+
+    /// The added-token matcher for an explicit set of allowed special tokens (`None` otherwise).
+    fn custom_matcher(&self, allowed: &AllowedSpecial) -> Result<Option<(AhoCorasick, Vec<u32>)>> {
+        let AllowedSpecial::Some(names) = allowed else { return Ok(None) };
+        for n in names {
+            if !self.parts.added.iter().any(|t| t.special && &t.content == n) {
+                return Err(Error::InvalidInput(format!("{n:?} is not a special token of this tokenizer")));
+            }
+        }
+        let chosen: Vec<&AddedToken> =
+            self.parts.added.iter().filter(|t| !t.special || names.contains(&t.content)).collect();
+        matcher(&chosen)
+    }
+
+    fn matcher_for<'a>(
+        &'a self,
+        allowed: &AllowedSpecial,
+        custom: &'a Option<(AhoCorasick, Vec<u32>)>,
+    ) -> Option<&'a (AhoCorasick, Vec<u32>)> {
+        match allowed {
             AllowedSpecial::None => self.matcher_plain.as_ref(),
             AllowedSpecial::All => self.matcher_all.as_ref(),
-            AllowedSpecial::Some(names) => {
-                for n in names {
-                    if !self.parts.added.iter().any(|t| t.special && &t.content == n) {
-                        return Err(Error::InvalidInput(format!("{n:?} is not a special token of this tokenizer")));
-                    }
-                }
-                let chosen: Vec<&AddedToken> =
-                    self.parts.added.iter().filter(|t| !t.special || names.contains(&t.content)).collect();
-                custom = matcher(&chosen)?;
-                custom.as_ref()
-            }
-        };
+            AllowedSpecial::Some(_) => custom.as_ref(),
+        }
+    }
+
+    fn encode_with(&self, text: &str, matcher: Option<&(AhoCorasick, Vec<u32>)>) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
         with_cache(self.uid, |cache| -> Result<()> {
             match matcher {
                 None => self.encode_segment(text, cache, &mut out),
                 Some((ac, ids)) => {
                     let mut last = 0;
                     for m in ac.find_iter(text) {
-                        let (start, end) = self.strip_bounds(text, m.start(), m.end(), m.pattern().as_usize());
-                        let Some((start, end)) = self.single_word_ok(text, start, end, m.pattern().as_usize()) else {
+                        let (start, end) = self.strip_bounds(text, m.start(), m.end());
+                        let Some((start, end)) = self.single_word_ok(text, start, end) else {
                             continue;
                         };
                         if start < last {
@@ -362,7 +376,7 @@ impl Tokenizer {
     }
 
     /// Widens an added-token match over whitespace on the sides its `lstrip` / `rstrip` flags name.
-    fn strip_bounds(&self, text: &str, start: usize, end: usize, _pattern: usize) -> (usize, usize) {
+    fn strip_bounds(&self, text: &str, start: usize, end: usize) -> (usize, usize) {
         let tok = self.added_for_content(&text[start..end]);
         let (mut s, mut e) = (start, end);
         if let Some(t) = tok {
@@ -378,7 +392,7 @@ impl Tokenizer {
 
     /// Rejects a `single_word` token's match inside a word (Hugging Face's rule: neighbours must not be
     /// alphanumeric or `_`).
-    fn single_word_ok(&self, text: &str, start: usize, end: usize, _pattern: usize) -> Option<(usize, usize)> {
+    fn single_word_ok(&self, text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
         let word = |c: char| c.is_alphanumeric() || c == '_';
         match self.added_for_content(text[start..end].trim_matches(char::is_whitespace)) {
             Some(t) if t.single_word => {
@@ -527,10 +541,12 @@ impl Tokenizer {
         allowed: &AllowedSpecial,
         num_threads: Option<usize>,
     ) -> Result<Vec<Vec<u32>>> {
-        let run = || texts.par_iter().with_min_len(1).map(|t| self.encode(t.as_ref(), allowed)).collect();
+        let custom = self.custom_matcher(allowed)?;
+        let matcher = self.matcher_for(allowed, &custom);
+        let run = || texts.par_iter().with_min_len(1).map(|t| self.encode_with(t.as_ref(), matcher)).collect();
         match num_threads {
             Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
-            Some(1) => texts.iter().map(|t| self.encode(t.as_ref(), allowed)).collect(),
+            Some(1) => texts.iter().map(|t| self.encode_with(t.as_ref(), matcher)).collect(),
             Some(n) => Ok(pool(n)?.install(run)?),
             None => run(),
         }
