@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,7 @@ def gae_into(
 
 # --- BPE tokenizer -----------------------------------------------------------------------------
 
+@final
 class BpeTokenizer:
     """Byte-level BPE tokenizer (private; the public API is ``alignfw.tokenizer.Tokenizer``)."""
 

@@ -90,7 +90,7 @@ fn char_at(s: &[u8], i: usize) -> (char, u8, usize) {
         let c = b as char;
         return (c, class(c), 1);
     }
-    // SAFETY-free decoding: `s` comes from a `&str` and `i` is a boundary, so this is well-formed UTF-8.
+    // `s` comes from a `&str` and `i` is a char boundary, so this is well-formed UTF-8 (no unsafe needed).
     let (cp, len) = if b < 0xE0 {
         (((b as u32 & 0x1F) << 6) | (s[i + 1] as u32 & 0x3F), 2)
     } else if b < 0xF0 {
@@ -180,7 +180,7 @@ fn split_gpt2<'a>(text: &'a str, f: &mut impl FnMut(&'a str)) {
     let s = text.as_bytes();
     let mut i = 0;
     while i < s.len() {
-        let (c, cl, len) = char_at(s, i);
+        let (c, cl, _) = char_at(s, i);
         // 's|'t|'re|'ve|'m|'ll|'d
         if c == '\'' {
             let n = contraction(s, i, false);
@@ -206,7 +206,6 @@ fn split_gpt2<'a>(text: &'a str, f: &mut impl FnMut(&'a str)) {
         } else if run_class == OTHER {
             run(s, start, |_, k| k == OTHER)
         } else {
-            let _ = len;
             whitespace_tail(s, i)
         };
         f(&text[i..end]);
