@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from alignfw._native import BpeTokenizer
-from alignfw.exceptions import TokenizerFormatError
+from alignfw.exceptions import TokenizerError, TokenizerFormatError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,6 +49,21 @@ PATTERNS: dict[str, str] = {
     "llama3": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
     "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
+
+
+def _files(files: PathLike | Iterable[PathLike]) -> list[str]:
+    # A lone path is one file, not an iterable of characters.
+    if isinstance(files, (str, os.PathLike)):
+        return [os.fspath(files)]
+    return [os.fspath(f) for f in files]
+
+
+def _ids(ids: Sequence[int]) -> list[int]:
+    ids = list(ids)
+    bad = next((i for i in ids if not 0 <= i < 2**32 - 1), None)
+    if bad is not None:
+        raise TokenizerError(f"id {bad} is not in the vocabulary (ids are non-negative integers)")
+    return ids
 
 
 def _allowed(allowed_special: AllowedSpecial) -> str | list[str] | None:
@@ -141,7 +156,7 @@ class Tokenizer:
     @classmethod
     def train(
         cls,
-        files: Iterable[PathLike],
+        files: PathLike | Iterable[PathLike],
         vocab_size: int,
         *,
         min_frequency: int = 0,
@@ -154,7 +169,7 @@ class Tokenizer:
         alphabet (same settings, same merges); word counting runs in parallel.
 
         Args:
-            files: Text files; each line is pre-tokenized on its own.
+            files: A text file or several; each line is pre-tokenized on its own.
             vocab_size: Final size, special tokens and the 256 byte tokens included.
             min_frequency: Pairs seen fewer times are never merged (training may stop early).
             special_tokens: Given ids ``0 .. len(special_tokens) - 1``, in order.
@@ -165,9 +180,7 @@ class Tokenizer:
                 UTF-8, or an invalid regex.
         """
         return cls(
-            BpeTokenizer.train(
-                [os.fspath(f) for f in files], vocab_size, min_frequency, list(special_tokens), pattern
-            )
+            BpeTokenizer.train(_files(files), vocab_size, min_frequency, list(special_tokens), pattern)
         )
 
     @classmethod
@@ -260,17 +273,17 @@ class Tokenizer:
         Raises:
             TokenizerError: An id outside the vocabulary.
         """
-        return self._native.decode(list(ids), skip_special_tokens)
+        return self._native.decode(_ids(ids), skip_special_tokens)
 
     def decode_bytes(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> bytes:
         """Decodes ids to the exact bytes they stand for (lossless for partial UTF-8)."""
-        return self._native.decode_bytes(list(ids), skip_special_tokens)
+        return self._native.decode_bytes(_ids(ids), skip_special_tokens)
 
     def decode_batch(
         self, batch: Sequence[Sequence[int]], *, skip_special_tokens: bool = False
     ) -> list[str]:
         """Decodes many id sequences in parallel."""
-        return self._native.decode_batch([list(ids) for ids in batch], skip_special_tokens)
+        return self._native.decode_batch([_ids(ids) for ids in batch], skip_special_tokens)
 
     # --- files ---------------------------------------------------------------------------------
 

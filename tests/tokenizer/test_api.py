@@ -92,3 +92,11 @@ def test_load_tokenizer_falls_back_to_hf_for_other_families(tmp_path):
     loaded = load_tokenizer(tmp_path)
     assert not isinstance(loaded, Tokenizer)
     assert loaded("hello world", add_special_tokens=False)["input_ids"] == [1, 2]
+
+
+def test_train_accepts_a_single_path(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("low lower lowest\n" * 20, encoding="utf-8")
+    one = Tokenizer.train(corpus, 262)
+    assert one.get_vocab() == Tokenizer.train([str(corpus)], 262).get_vocab()
+    assert len(one.encode("lowest")) < len("lowest")

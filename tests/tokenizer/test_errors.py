@@ -28,8 +28,11 @@ def test_id_outside_vocabulary(trained):
         tok.decode([1, tok.vocab_size])
     with pytest.raises(TokenizerError):
         tok.decode_batch([[1], [10**9]])
-    with pytest.raises(OverflowError):
-        tok.decode([-1])
+    for bad in (-1, 2**40):
+        with pytest.raises(TokenizerError, match=f"id {bad} is not in the vocabulary"):
+            tok.decode([bad])
+        with pytest.raises(TokenizerError):
+            tok.decode_bytes([bad])
 
 
 @pytest.mark.parametrize(

@@ -178,8 +178,12 @@ impl Tokenizer {
             }
         }
         let size = (max_id + 1) as usize;
-        if size >= NO_ID as usize {
-            return Err(Error::TokenizerFormat("token ids must be below 2^32 - 1".into()));
+        let n_tokens = parts.vocab.len() + parts.added.len();
+        // Ids index dense tables; refuse ids so sparse that the tables would exhaust memory.
+        if size >= NO_ID as usize || size > 16 * n_tokens + (1 << 20) {
+            return Err(Error::TokenizerFormat(format!(
+                "token id {max_id} is far beyond the {n_tokens} tokens of the file: ids must be dense (0..n)"
+            )));
         }
         let mut spellings: Vec<Option<String>> = vec![None; size];
         for (tok, id) in &parts.vocab {

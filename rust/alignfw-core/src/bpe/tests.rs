@@ -102,6 +102,7 @@ fn bad_ids_and_files_are_errors() {
         (r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}"#, "not in the vocabulary"),
         (r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": {"type": "Lowercase"}}"#, "Lowercase"),
         (r#"{"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}}"#, "non-negative"),
+        (r#"{"model": {"type": "BPE", "vocab": {"a": 4000000000}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}"#, "dense"),
     ] {
         match Tokenizer::from_json(json) {
             Err(Error::TokenizerFormat(m)) => assert!(m.contains(needle), "{m}"),

@@ -105,7 +105,7 @@ const PARALLEL_MERGE_WORDS: usize = 512;
 
 fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Result<Tokenizer> {
     let bl = byte_level();
-    let mut id_to_word: Vec<String> = Vec::with_capacity(config.vocab_size);
+    let mut id_to_word: Vec<String> = Vec::with_capacity(config.vocab_size.min(1 << 20));
     let mut word_to_id: FxHashMap<String, u32> = FxHashMap::default();
     let add = |s: String, id_to_word: &mut Vec<String>, word_to_id: &mut FxHashMap<String, u32>| -> u32 {
         *word_to_id.entry(s.clone()).or_insert_with(|| {
