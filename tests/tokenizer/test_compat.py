@@ -203,3 +203,22 @@ def test_corpus_generator_covers_the_issue(corpus_files, helpers):
     text = Path(corpus_files[0]).read_text(encoding="utf-8")
     for needle in ["def ", "中", "😀", " " * 10, "1", "\u0301"]:
         assert needle in text
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [{"lstrip": True}, {"rstrip": True}, {"lstrip": True, "rstrip": True}, {"single_word": True},
+     {"single_word": True, "lstrip": True}],
+    ids=lambda f: "+".join(f),
+)
+@pytest.mark.parametrize("special", [True, False], ids=["special", "plain"])
+def test_added_token_flags_equal_hf(trained, flags, special):
+    # RoBERTa's <mask> is lstrip=True; the flags widen or reject a match as in HF's AddedVocabulary.
+    data = json.loads(trained["gpt2"].to_json())
+    token = {"id": trained["gpt2"].vocab_size, "content": "<mask>", "single_word": False, "lstrip": False,
+             "rstrip": False, "normalized": False, "special": special}
+    data["added_tokens"].append({**token, **flags})
+    ours, hf = Tokenizer.from_str(json.dumps(data)), HFTokenizer.from_str(json.dumps(data))
+    for text in ["a <mask> b", "a<mask>b", " <mask>  ", "x  <mask>\n y", "<mask>", "hello<mask> world",
+                 "foo <mask>bar <mask>_x", "ab<mask>", "\t<mask>\t"]:
+        assert ours.encode(text, allowed_special="all") == hf.encode(text, add_special_tokens=False).ids, text

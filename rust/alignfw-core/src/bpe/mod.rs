@@ -361,10 +361,11 @@ impl Tokenizer {
                 Some((ac, ids)) => {
                     let mut last = 0;
                     for m in ac.find_iter(text) {
-                        let (start, end) = self.strip_bounds(text, m.start(), m.end());
-                        let Some((start, end)) = self.single_word_ok(text, start, end) else {
+                        // As Hugging Face: `single_word` judges the bare match, `lstrip`/`rstrip` then widen it.
+                        let Some((start, end)) = self.single_word_ok(text, m.start(), m.end()) else {
                             continue;
                         };
+                        let (start, end) = self.strip_bounds(text, start, end);
                         if start < last {
                             continue;
                         }
@@ -398,7 +399,7 @@ impl Tokenizer {
     /// alphanumeric or `_`).
     fn single_word_ok(&self, text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
         let word = |c: char| c.is_alphanumeric() || c == '_';
-        match self.added_for_content(text[start..end].trim_matches(char::is_whitespace)) {
+        match self.added_for_content(&text[start..end]) {
             Some(t) if t.single_word => {
                 let before = text[..start].chars().next_back().is_some_and(word);
                 let after = text[end..].chars().next().is_some_and(word);
