@@ -21,6 +21,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BpeTokenizer>()
 }
 
+/// `(ids, offsets)` of [`BpeTokenizer::encode_batch_flat`].
+type FlatIds<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>);
+
 /// A text argument: `str`, or `bytes` that must be UTF-8.
 enum Text {
     Str(PyBackedStr),
@@ -46,7 +49,10 @@ impl Text {
         }
         Err(to_pyerr(Error::InvalidInput(format!(
             "text must be str or UTF-8 bytes, got {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| "?".into())
         ))))
     }
 
@@ -55,14 +61,19 @@ impl Text {
         match self {
             Text::Str(s) => Ok(s),
             Text::Bytes(b) => std::str::from_utf8(b).map_err(|e| {
-                Error::Tokenize(format!("text is not valid UTF-8: invalid byte at offset {}", e.valid_up_to()))
+                Error::Tokenize(format!(
+                    "text is not valid UTF-8: invalid byte at offset {}",
+                    e.valid_up_to()
+                ))
             }),
         }
     }
 }
 
 fn parse_allowed(obj: Option<&Bound<'_, PyAny>>) -> PyResult<AllowedSpecial> {
-    let Some(obj) = obj else { return Ok(AllowedSpecial::None) };
+    let Some(obj) = obj else {
+        return Ok(AllowedSpecial::None);
+    };
     if obj.is_none() {
         return Ok(AllowedSpecial::None);
     }
@@ -78,7 +89,11 @@ fn parse_allowed(obj: Option<&Bound<'_, PyAny>>) -> PyResult<AllowedSpecial> {
     for item in obj.try_iter()? {
         names.push(item?.extract::<String>()?);
     }
-    Ok(if names.is_empty() { AllowedSpecial::None } else { AllowedSpecial::Some(names) })
+    Ok(if names.is_empty() {
+        AllowedSpecial::None
+    } else {
+        AllowedSpecial::Some(names)
+    })
 }
 
 fn parse_pattern(pattern: &str) -> PyResult<Pattern> {
@@ -97,13 +112,21 @@ pub struct BpeTokenizer {
 
 impl BpeTokenizer {
     fn wrap(t: Tokenizer) -> Self {
-        BpeTokenizer { inner: Arc::new(t), ints: PyOnceLock::new() }
+        BpeTokenizer {
+            inner: Arc::new(t),
+            ints: PyOnceLock::new(),
+        }
     }
 
     fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
         let ints = self.ints.get_or_init(py, || {
             (0..self.inner.vocab_size() as u32)
-                .map(|i| i.into_pyobject(py).expect("int conversion cannot fail").into_any().unbind())
+                .map(|i| {
+                    i.into_pyobject(py)
+                        .expect("int conversion cannot fail")
+                        .into_any()
+                        .unbind()
+                })
                 .collect()
         });
         // Encoding only produces ids of the vocabulary, so indexing cannot fail.
@@ -116,7 +139,9 @@ impl BpeTokenizer {
     /// Parses a Hugging Face `tokenizer.json` string.
     #[staticmethod]
     fn from_json(py: Python<'_>, json: PyBackedStr) -> PyResult<Self> {
-        py.detach(|| Tokenizer::from_json(&json)).map(Self::wrap).map_err(to_pyerr)
+        py.detach(|| Tokenizer::from_json(&json))
+            .map(Self::wrap)
+            .map_err(to_pyerr)
     }
 
     /// Reads a Hugging Face `tokenizer.json` file.
@@ -163,8 +188,15 @@ impl BpeTokenizer {
         special_tokens: Vec<String>,
         pattern: &str,
     ) -> PyResult<Self> {
-        let config = TrainerConfig { vocab_size, min_frequency, special_tokens, pattern: parse_pattern(pattern)? };
-        py.detach(|| Tokenizer::train_from_files(&files, &config)).map(Self::wrap).map_err(to_pyerr)
+        let config = TrainerConfig {
+            vocab_size,
+            min_frequency,
+            special_tokens,
+            pattern: parse_pattern(pattern)?,
+        };
+        py.detach(|| Tokenizer::train_from_files(&files, &config))
+            .map(Self::wrap)
+            .map_err(to_pyerr)
     }
 
     /// Trains on in-memory texts.
@@ -178,8 +210,15 @@ impl BpeTokenizer {
         special_tokens: Vec<String>,
         pattern: &str,
     ) -> PyResult<Self> {
-        let config = TrainerConfig { vocab_size, min_frequency, special_tokens, pattern: parse_pattern(pattern)? };
-        py.detach(|| Tokenizer::train_from_texts(&texts, &config)).map(Self::wrap).map_err(to_pyerr)
+        let config = TrainerConfig {
+            vocab_size,
+            min_frequency,
+            special_tokens,
+            pattern: parse_pattern(pattern)?,
+        };
+        py.detach(|| Tokenizer::train_from_texts(&texts, &config))
+            .map(Self::wrap)
+            .map_err(to_pyerr)
     }
 
     /// Encodes one text (`str` or UTF-8 `bytes`) to a list of ids.
@@ -215,7 +254,10 @@ impl BpeTokenizer {
                 t.encode_batch(&strs, &allowed, num_threads)
             })
             .map_err(to_pyerr)?;
-        let lists = batch.iter().map(|ids| self.id_list(py, ids)).collect::<PyResult<Vec<_>>>()?;
+        let lists = batch
+            .iter()
+            .map(|ids| self.id_list(py, ids))
+            .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, lists)
     }
 
@@ -228,7 +270,7 @@ impl BpeTokenizer {
         texts: &Bound<'py, PyAny>,
         allowed_special: Option<&Bound<'py, PyAny>>,
         num_threads: Option<usize>,
-    ) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<FlatIds<'py>> {
         let texts = extract_texts(texts)?;
         let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
@@ -265,9 +307,16 @@ impl BpeTokenizer {
 
     /// Decodes ids to the raw bytes.
     #[pyo3(signature = (ids, skip_special_tokens = false))]
-    fn decode_bytes<'py>(&self, py: Python<'py>, ids: Vec<u32>, skip_special_tokens: bool) -> PyResult<Bound<'py, PyBytes>> {
+    fn decode_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<u32>,
+        skip_special_tokens: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let t = &self.inner;
-        let bytes = py.detach(|| t.decode_bytes(&ids, skip_special_tokens)).map_err(to_pyerr)?;
+        let bytes = py
+            .detach(|| t.decode_bytes(&ids, skip_special_tokens))
+            .map_err(to_pyerr)?;
         Ok(PyBytes::new(py, &bytes))
     }
 
@@ -275,7 +324,8 @@ impl BpeTokenizer {
     #[pyo3(signature = (batch, skip_special_tokens = false))]
     fn decode_batch(&self, py: Python<'_>, batch: Vec<Vec<u32>>, skip_special_tokens: bool) -> PyResult<Vec<String>> {
         let t = &self.inner;
-        py.detach(|| t.decode_batch(&batch, skip_special_tokens)).map_err(to_pyerr)
+        py.detach(|| t.decode_batch(&batch, skip_special_tokens))
+            .map_err(to_pyerr)
     }
 
     /// The Hugging Face `tokenizer.json` text.
@@ -330,18 +380,28 @@ impl BpeTokenizer {
 
     /// Added tokens as `(content, id, special)`, in file order.
     fn added_tokens(&self) -> Vec<(String, u32, bool)> {
-        self.inner.added_tokens().iter().map(|t| (t.content.clone(), t.id, t.special)).collect()
+        self.inner
+            .added_tokens()
+            .iter()
+            .map(|t| (t.content.clone(), t.id, t.special))
+            .collect()
     }
 
     /// The model vocabulary as `(bytes, id)` sorted by id (tiktoken's mergeable ranks).
     fn byte_vocab<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, PyBytes>, u32)> {
-        self.inner.byte_vocab().into_iter().map(|(b, i)| (PyBytes::new(py, &b), i)).collect()
+        self.inner
+            .byte_vocab()
+            .into_iter()
+            .map(|(b, i)| (PyBytes::new(py, &b), i))
+            .collect()
     }
 }
 
 fn extract_texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Text>> {
     if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
-        return Err(to_pyerr(Error::InvalidInput("texts must be a sequence of texts, not a single text".into())));
+        return Err(to_pyerr(Error::InvalidInput(
+            "texts must be a sequence of texts, not a single text".into(),
+        )));
     }
     obj.try_iter()?.map(|item| Text::extract(&item?)).collect()
 }

@@ -30,7 +30,10 @@ impl ByteLevel {
         }
         let mut char_to_byte: Vec<(char, u8)> = byte_to_char.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
         char_to_byte.sort_unstable();
-        ByteLevel { byte_to_char, char_to_byte }
+        ByteLevel {
+            byte_to_char,
+            char_to_byte,
+        }
     }
 
     /// The byte spelled by `c`, if `c` is one of the 256 spelling characters.
@@ -41,7 +44,10 @@ impl ByteLevel {
             let b = c as u32 as u8;
             return (self.byte_to_char[b as usize] == c).then_some(b);
         }
-        self.char_to_byte.binary_search_by_key(&c, |&(ch, _)| ch).ok().map(|i| self.char_to_byte[i].1)
+        self.char_to_byte
+            .binary_search_by_key(&c, |&(ch, _)| ch)
+            .ok()
+            .map(|i| self.char_to_byte[i].1)
     }
 
     /// Decodes a vocabulary spelling into bytes; `None` if some character is not a spelling character.

@@ -32,14 +32,21 @@ fn parse_normalizer(v: &Value) -> Result<Normalizer> {
         _ => match type_of(v) {
             Some("NFC") => Ok(Normalizer::Nfc),
             Some("Sequence") => {
-                let list = v.get("normalizers").and_then(Value::as_array).ok_or_else(|| fmt_err("normalizer Sequence without a \"normalizers\" list"))?;
+                let list = v
+                    .get("normalizers")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| fmt_err("normalizer Sequence without a \"normalizers\" list"))?;
                 match list.as_slice() {
                     [] => Ok(Normalizer::None),
                     [one] => parse_normalizer(one),
-                    _ => Err(fmt_err("unsupported normalizer: a Sequence of several normalizers (supported: none, NFC)")),
+                    _ => Err(fmt_err(
+                        "unsupported normalizer: a Sequence of several normalizers (supported: none, NFC)",
+                    )),
                 }
             }
-            Some(t) => Err(fmt_err(format!("unsupported normalizer type {t:?} (supported: none, NFC)"))),
+            Some(t) => Err(fmt_err(format!(
+                "unsupported normalizer type {t:?} (supported: none, NFC)"
+            ))),
             None => Err(fmt_err("normalizer has no \"type\"")),
         },
     }
@@ -95,8 +102,12 @@ fn check_decoder(v: &Value) -> Result<()> {
                 _ => Err(fmt_err("unsupported decoder Sequence (supported: ByteLevel)")),
             }
         }
-        Some(t) => Err(fmt_err(format!("unsupported decoder type {t:?} (supported: ByteLevel)"))),
-        None if v.is_null() => Err(fmt_err("tokenizer has no decoder; a byte-level BPE needs a ByteLevel decoder")),
+        Some(t) => Err(fmt_err(format!(
+            "unsupported decoder type {t:?} (supported: ByteLevel)"
+        ))),
+        None if v.is_null() => Err(fmt_err(
+            "tokenizer has no decoder; a byte-level BPE needs a ByteLevel decoder",
+        )),
         None => Err(fmt_err("decoder has no \"type\"")),
     }
 }
@@ -108,39 +119,62 @@ fn parse_merges(list: &[Value]) -> Result<Vec<(String, String)>> {
             Value::String(s) => {
                 let mut it = s.splitn(2, ' ');
                 match (it.next(), it.next()) {
-                    (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok((a.to_string(), b.to_string())),
-                    _ => Err(fmt_err(format!("merge {i} ({s:?}) must be two tokens separated by one space"))),
+                    (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
+                        Ok((a.to_string(), b.to_string()))
+                    }
+                    _ => Err(fmt_err(format!(
+                        "merge {i} ({s:?}) must be two tokens separated by one space"
+                    ))),
                 }
             }
             Value::Array(pair) => match pair.as_slice() {
                 [Value::String(a), Value::String(b)] => Ok((a.clone(), b.clone())),
                 _ => Err(fmt_err(format!("merge {i} must be a pair of strings, got {m}"))),
             },
-            _ => Err(fmt_err(format!("merge {i} must be a string \"a b\" or a pair [a, b], got {m}"))),
+            _ => Err(fmt_err(format!(
+                "merge {i} must be a string \"a b\" or a pair [a, b], got {m}"
+            ))),
         })
         .collect()
 }
 
 fn parse_vocab(v: &Value) -> Result<Vec<(String, u32)>> {
-    let obj = v.as_object().ok_or_else(|| fmt_err("model.vocab must be an object mapping tokens to ids"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| fmt_err("model.vocab must be an object mapping tokens to ids"))?;
     obj.iter()
         .map(|(k, id)| {
             id.as_u64()
                 .filter(|&i| i < u32::MAX as u64)
                 .map(|i| (k.clone(), i as u32))
-                .ok_or_else(|| fmt_err(format!("vocabulary id of {k:?} must be a non-negative integer, got {id}")))
+                .ok_or_else(|| {
+                    fmt_err(format!(
+                        "vocabulary id of {k:?} must be a non-negative integer, got {id}"
+                    ))
+                })
         })
         .collect()
 }
 
 fn parse_added(v: &Value) -> Result<Vec<AddedToken>> {
     let Some(list) = v.as_array() else {
-        return if v.is_null() { Ok(Vec::new()) } else { Err(fmt_err("added_tokens must be a list")) };
+        return if v.is_null() {
+            Ok(Vec::new())
+        } else {
+            Err(fmt_err("added_tokens must be a list"))
+        };
     };
     list.iter()
         .map(|t| {
-            let id = t.get("id").and_then(Value::as_u64).filter(|&i| i < u32::MAX as u64).ok_or_else(|| fmt_err(format!("added token without a valid \"id\": {t}")))?;
-            let content = t.get("content").and_then(Value::as_str).ok_or_else(|| fmt_err(format!("added token without \"content\": {t}")))?;
+            let id = t
+                .get("id")
+                .and_then(Value::as_u64)
+                .filter(|&i| i < u32::MAX as u64)
+                .ok_or_else(|| fmt_err(format!("added token without a valid \"id\": {t}")))?;
+            let content = t
+                .get("content")
+                .and_then(Value::as_str)
+                .ok_or_else(|| fmt_err(format!("added token without \"content\": {t}")))?;
             let special = bool_field(t, "special", false)?;
             Ok(AddedToken {
                 id: id as u32,
@@ -160,23 +194,35 @@ pub(super) fn from_json(json: &str) -> Result<Tokenizer> {
     if !root.is_object() {
         return Err(fmt_err("tokenizer.json must be a JSON object"));
     }
-    let model = root.get("model").ok_or_else(|| fmt_err("tokenizer.json has no \"model\""))?;
+    let model = root
+        .get("model")
+        .ok_or_else(|| fmt_err("tokenizer.json has no \"model\""))?;
     match type_of(model) {
         Some("BPE") | None => {}
-        Some(t) => return Err(fmt_err(format!("unsupported model type {t:?}: alignfw reads byte-level BPE (model.type \"BPE\")"))),
+        Some(t) => {
+            return Err(fmt_err(format!(
+                "unsupported model type {t:?}: alignfw reads byte-level BPE (model.type \"BPE\")"
+            )))
+        }
     }
     if let Some(d) = model.get("dropout").and_then(Value::as_f64) {
         if d > 0.0 {
-            return Err(fmt_err(format!("unsupported BPE dropout {d} (alignfw encodes deterministically; set dropout to null)")));
+            return Err(fmt_err(format!(
+                "unsupported BPE dropout {d} (alignfw encodes deterministically; set dropout to null)"
+            )));
         }
     }
     if bool_field(model, "byte_fallback", false)? {
-        return Err(fmt_err("unsupported BPE byte_fallback=true (a SentencePiece-style BPE, not byte-level)"));
+        return Err(fmt_err(
+            "unsupported BPE byte_fallback=true (a SentencePiece-style BPE, not byte-level)",
+        ));
     }
     for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
         if let Some(s) = model.get(key).and_then(Value::as_str) {
             if !s.is_empty() {
-                return Err(fmt_err(format!("unsupported BPE {key} {s:?} (byte-level BPE has none)")));
+                return Err(fmt_err(format!(
+                    "unsupported BPE {key} {s:?} (byte-level BPE has none)"
+                )));
             }
         }
     }
@@ -193,7 +239,9 @@ pub(super) fn from_json(json: &str) -> Result<Tokenizer> {
         Some(p) => parse_pre_step(p, &mut steps)?,
     }
     if !steps.iter().any(|s| matches!(s, PreStep::ByteLevel { .. })) {
-        return Err(fmt_err("pre_tokenizer has no ByteLevel step: not a byte-level BPE tokenizer"));
+        return Err(fmt_err(
+            "pre_tokenizer has no ByteLevel step: not a byte-level BPE tokenizer",
+        ));
     }
     let decoder = root.get("decoder").cloned().unwrap_or(Value::Null);
     check_decoder(&decoder)?;
@@ -219,13 +267,30 @@ pub(super) fn byte_level_json() -> Value {
 /// The pre-tokenizer steps alignfw uses for a pattern: GPT-2's `ByteLevel` alone, or `Split` + `ByteLevel`.
 pub(super) fn steps_for(pattern: Pattern) -> Vec<PreStep> {
     match pattern {
-        Pattern::Gpt2 => vec![PreStep::ByteLevel { add_prefix_space: false, use_regex: true, trim_offsets: true }],
-        p => vec![PreStep::Split(p), PreStep::ByteLevel { add_prefix_space: false, use_regex: false, trim_offsets: true }],
+        Pattern::Gpt2 => vec![PreStep::ByteLevel {
+            add_prefix_space: false,
+            use_regex: true,
+            trim_offsets: true,
+        }],
+        p => vec![
+            PreStep::Split(p),
+            PreStep::ByteLevel {
+                add_prefix_space: false,
+                use_regex: false,
+                trim_offsets: true,
+            },
+        ],
     }
 }
 
-pub(super) fn from_vocab_merges(vocab_json: &str, merges_txt: &str, pattern: Pattern, special: &[String]) -> Result<Tokenizer> {
-    let v: Value = serde_json::from_str(vocab_json).map_err(|e| fmt_err(format!("vocab.json is not valid JSON: {e}")))?;
+pub(super) fn from_vocab_merges(
+    vocab_json: &str,
+    merges_txt: &str,
+    pattern: Pattern,
+    special: &[String],
+) -> Result<Tokenizer> {
+    let v: Value =
+        serde_json::from_str(vocab_json).map_err(|e| fmt_err(format!("vocab.json is not valid JSON: {e}")))?;
     let mut vocab = parse_vocab(&v)?;
     let mut merges = Vec::new();
     for (n, line) in merges_txt.lines().enumerate() {
@@ -236,7 +301,12 @@ pub(super) fn from_vocab_merges(vocab_json: &str, merges_txt: &str, pattern: Pat
         let mut it = line.split(' ');
         match (it.next(), it.next(), it.next()) {
             (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => merges.push((a.to_string(), b.to_string())),
-            _ => return Err(fmt_err(format!("merges.txt line {}: {line:?} must be two tokens separated by one space", n + 1))),
+            _ => {
+                return Err(fmt_err(format!(
+                    "merges.txt line {}: {line:?} must be two tokens separated by one space",
+                    n + 1
+                )))
+            }
         }
     }
     let mut next_id = vocab.iter().map(|(_, i)| i + 1).max().unwrap_or(0);
@@ -268,10 +338,16 @@ pub(super) fn from_vocab_merges(vocab_json: &str, merges_txt: &str, pattern: Pat
 
 fn step_json(step: &PreStep) -> Value {
     match step {
-        PreStep::ByteLevel { add_prefix_space, use_regex, trim_offsets } => json!({
+        PreStep::ByteLevel {
+            add_prefix_space,
+            use_regex,
+            trim_offsets,
+        } => json!({
             "type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": trim_offsets, "use_regex": use_regex
         }),
-        PreStep::Split(p) => json!({"type": "Split", "pattern": {"Regex": p.as_str()}, "behavior": "Isolated", "invert": false}),
+        PreStep::Split(p) => {
+            json!({"type": "Split", "pattern": {"Regex": p.as_str()}, "behavior": "Isolated", "invert": false})
+        }
     }
 }
 
@@ -301,10 +377,18 @@ pub(super) fn to_json(t: &Tokenizer) -> String {
     ranked.sort_unstable_by_key(|x| x.1);
     // "a b" strings load in every `tokenizers` version; pairs only where a token contains a space.
     let spell = |id: u32| t.id_to_token(id).unwrap_or_default();
-    let as_pairs = ranked.iter().any(|((a, b), _)| spell(*a).contains(' ') || spell(*b).contains(' '));
+    let as_pairs = ranked
+        .iter()
+        .any(|((a, b), _)| spell(*a).contains(' ') || spell(*b).contains(' '));
     let merges: Vec<Value> = ranked
         .iter()
-        .map(|((a, b), _)| if as_pairs { json!([spell(*a), spell(*b)]) } else { json!(format!("{} {}", spell(*a), spell(*b))) })
+        .map(|((a, b), _)| {
+            if as_pairs {
+                json!([spell(*a), spell(*b)])
+            } else {
+                json!(format!("{} {}", spell(*a), spell(*b)))
+            }
+        })
         .collect();
     let root = json!({
         "version": "1.0",

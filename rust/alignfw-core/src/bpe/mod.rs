@@ -70,7 +70,11 @@ pub enum PreStep {
     /// `Split(pattern, behavior="Isolated", invert=False)`.
     Split(Pattern),
     /// `ByteLevel(add_prefix_space, use_regex)`; `use_regex` splits with the GPT-2 regex.
-    ByteLevel { add_prefix_space: bool, use_regex: bool, trim_offsets: bool },
+    ByteLevel {
+        add_prefix_space: bool,
+        use_regex: bool,
+        trim_offsets: bool,
+    },
 }
 
 /// The normalizer: none, or Unicode NFC (Qwen2).
@@ -167,14 +171,19 @@ impl Tokenizer {
         let mut max_id: i64 = -1;
         for (tok, id) in &parts.vocab {
             if token_to_id.insert(tok.clone(), *id).is_some() {
-                return Err(Error::TokenizerFormat(format!("token {tok:?} appears twice in the vocabulary")));
+                return Err(Error::TokenizerFormat(format!(
+                    "token {tok:?} appears twice in the vocabulary"
+                )));
             }
             max_id = max_id.max(*id as i64);
         }
         for t in &parts.added {
             max_id = max_id.max(t.id as i64);
             if t.content.is_empty() {
-                return Err(Error::TokenizerFormat(format!("added token {} has empty content", t.id)));
+                return Err(Error::TokenizerFormat(format!(
+                    "added token {} has empty content",
+                    t.id
+                )));
             }
         }
         let size = (max_id + 1) as usize;
@@ -188,7 +197,9 @@ impl Tokenizer {
         let mut spellings: Vec<Option<String>> = vec![None; size];
         for (tok, id) in &parts.vocab {
             if let Some(prev) = &spellings[*id as usize] {
-                return Err(Error::TokenizerFormat(format!("tokens {prev:?} and {tok:?} share id {id}")));
+                return Err(Error::TokenizerFormat(format!(
+                    "tokens {prev:?} and {tok:?} share id {id}"
+                )));
             }
             spellings[*id as usize] = Some(tok.clone());
         }
@@ -232,23 +243,35 @@ impl Tokenizer {
         for (rank, (a, b)) in parts.merges.iter().enumerate() {
             let lookup = |t: &str| {
                 token_to_id.get(t).copied().ok_or_else(|| {
-                    Error::TokenizerFormat(format!("merge {rank} ({a:?} {b:?}): token {t:?} is not in the vocabulary"))
+                    Error::TokenizerFormat(format!(
+                        "merge {rank} ({a:?} {b:?}): token {t:?} is not in the vocabulary"
+                    ))
                 })
             };
             let (ia, ib, im) = (lookup(a)?, lookup(b)?, lookup(&format!("{a}{b}"))?);
             merges.insert(ia, ib, rank as u32, im);
         }
         let unk_id = match &parts.unk_token {
-            Some(u) => Some(*token_to_id.get(u).ok_or_else(|| {
-                Error::TokenizerFormat(format!("unk_token {u:?} is not in the vocabulary"))
-            })?),
+            Some(u) => Some(
+                *token_to_id
+                    .get(u)
+                    .ok_or_else(|| Error::TokenizerFormat(format!("unk_token {u:?} is not in the vocabulary")))?,
+            ),
             None => None,
         };
         let all: Vec<&AddedToken> = parts.added.iter().collect();
         let plain: Vec<&AddedToken> = parts.added.iter().filter(|t| !t.special).collect();
         let single_split = match parts.steps.as_slice() {
-            [PreStep::ByteLevel { add_prefix_space: false, use_regex: true, .. }] => Some(Pattern::Gpt2),
-            [PreStep::Split(p), PreStep::ByteLevel { add_prefix_space: false, use_regex: false, .. }] => Some(p.clone()),
+            [PreStep::ByteLevel {
+                add_prefix_space: false,
+                use_regex: true,
+                ..
+            }] => Some(Pattern::Gpt2),
+            [PreStep::Split(p), PreStep::ByteLevel {
+                add_prefix_space: false,
+                use_regex: false,
+                ..
+            }] => Some(p.clone()),
             _ => None,
         };
         Ok(Tokenizer {
@@ -311,8 +334,12 @@ impl Tokenizer {
     /// mergeable ranks).
     pub fn byte_vocab(&self) -> Vec<(Vec<u8>, u32)> {
         let added: rustc_hash::FxHashSet<u32> = self.parts.added.iter().map(|t| t.id).collect();
-        let mut v: Vec<(Vec<u8>, u32)> =
-            self.bytes_to_id.iter().filter(|(_, i)| !added.contains(i)).map(|(b, &i)| (b.clone(), i)).collect();
+        let mut v: Vec<(Vec<u8>, u32)> = self
+            .bytes_to_id
+            .iter()
+            .filter(|(_, i)| !added.contains(i))
+            .map(|(b, &i)| (b.clone(), i))
+            .collect();
         v.sort_unstable_by_key(|x| x.1);
         v
     }
@@ -330,14 +357,22 @@ impl Tokenizer {
 
     /// The added-token matcher for an explicit set of allowed special tokens (`None` otherwise).
     fn custom_matcher(&self, allowed: &AllowedSpecial) -> Result<Option<(AhoCorasick, Vec<u32>)>> {
-        let AllowedSpecial::Some(names) = allowed else { return Ok(None) };
+        let AllowedSpecial::Some(names) = allowed else {
+            return Ok(None);
+        };
         for n in names {
             if !self.parts.added.iter().any(|t| t.special && &t.content == n) {
-                return Err(Error::InvalidInput(format!("{n:?} is not a special token of this tokenizer")));
+                return Err(Error::InvalidInput(format!(
+                    "{n:?} is not a special token of this tokenizer"
+                )));
             }
         }
-        let chosen: Vec<&AddedToken> =
-            self.parts.added.iter().filter(|t| !t.special || names.contains(&t.content)).collect();
+        let chosen: Vec<&AddedToken> = self
+            .parts
+            .added
+            .iter()
+            .filter(|t| !t.special || names.contains(&t.content))
+            .collect();
         matcher(&chosen)
     }
 
@@ -410,7 +445,12 @@ impl Tokenizer {
     }
 
     fn added_for_content(&self, content: &str) -> Option<&AddedToken> {
-        if self.parts.added.iter().all(|t| !(t.lstrip || t.rstrip || t.single_word)) {
+        if self
+            .parts
+            .added
+            .iter()
+            .all(|t| !(t.lstrip || t.rstrip || t.single_word))
+        {
             return None;
         }
         self.parts.added.iter().find(|t| t.content == content)
@@ -457,7 +497,11 @@ impl Tokenizer {
             for piece in &pieces {
                 match step {
                     PreStep::Split(p) => p.split(piece, &mut |x| next.push(Cow::Owned(x.to_string())))?,
-                    PreStep::ByteLevel { add_prefix_space, use_regex, .. } => {
+                    PreStep::ByteLevel {
+                        add_prefix_space,
+                        use_regex,
+                        ..
+                    } => {
                         let piece: Cow<str> = if *add_prefix_space && !piece.starts_with(' ') {
                             Cow::Owned(format!(" {piece}"))
                         } else {
@@ -548,7 +592,13 @@ impl Tokenizer {
     ) -> Result<Vec<Vec<u32>>> {
         let custom = self.custom_matcher(allowed)?;
         let matcher = self.matcher_for(allowed, &custom);
-        let run = || texts.par_iter().with_min_len(1).map(|t| self.encode_with(t.as_ref(), matcher)).collect();
+        let run = || {
+            texts
+                .par_iter()
+                .with_min_len(1)
+                .map(|t| self.encode_with(t.as_ref(), matcher))
+                .collect()
+        };
         match num_threads {
             Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
             Some(1) => texts.iter().map(|t| self.encode_with(t.as_ref(), matcher)).collect(),
@@ -609,7 +659,12 @@ impl Tokenizer {
 
     /// Reads GPT-2 style `vocab.json` + `merges.txt` contents. `pattern`: the pre-tokenizer regex;
     /// `special_tokens`: vocabulary entries (or new tokens, appended) to mark special.
-    pub fn from_vocab_merges(vocab_json: &str, merges_txt: &str, pattern: Pattern, special_tokens: &[String]) -> Result<Self> {
+    pub fn from_vocab_merges(
+        vocab_json: &str,
+        merges_txt: &str,
+        pattern: Pattern,
+        special_tokens: &[String],
+    ) -> Result<Self> {
         hf::from_vocab_merges(vocab_json, merges_txt, pattern, special_tokens)
     }
 
@@ -701,7 +756,10 @@ fn with_cache<R>(uid: u64, f: impl FnOnce(&mut PieceCache) -> R) -> R {
 /// A rayon pool of `n` threads, built once per size and reused so that its threads keep their caches.
 fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(p) = pools.get(&n) {
         return Ok(p.clone());
     }

@@ -16,7 +16,8 @@ pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\
 /// Llama 3's (tiktoken `cl100k_base`-like, digits in groups of up to three).
 pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's (Llama 3's with single digits).
-pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A pre-tokenizer regex: one of the known ones (scanned by hand) or any other (fancy-regex).
 #[derive(Debug, Clone)]
@@ -94,7 +95,10 @@ fn char_at(s: &[u8], i: usize) -> (char, u8, usize) {
     let (cp, len) = if b < 0xE0 {
         (((b as u32 & 0x1F) << 6) | (s[i + 1] as u32 & 0x3F), 2)
     } else if b < 0xF0 {
-        (((b as u32 & 0x0F) << 12) | ((s[i + 1] as u32 & 0x3F) << 6) | (s[i + 2] as u32 & 0x3F), 3)
+        (
+            ((b as u32 & 0x0F) << 12) | ((s[i + 1] as u32 & 0x3F) << 6) | (s[i + 2] as u32 & 0x3F),
+            3,
+        )
     } else {
         (
             ((b as u32 & 0x07) << 18)
@@ -120,7 +124,11 @@ fn run(s: &[u8], mut i: usize, keep: impl Fn(char, u8) -> bool) -> usize {
     while i < s.len() {
         // ASCII fast path.
         let b = s[i];
-        let (c, cl, len) = if b < 0x80 { (b as char, class(b as char), 1) } else { char_at(s, i) };
+        let (c, cl, len) = if b < 0x80 {
+            (b as char, class(b as char), 1)
+        } else {
+            char_at(s, i)
+        };
         if !keep(c, cl) {
             break;
         }
@@ -318,17 +326,58 @@ mod tests {
     /// Random strings drawn from characters that exercise every branch of the three regexes.
     fn random_text(rng: &mut Rng, len: usize) -> String {
         const ALPHABET: &[&str] = &[
-            "a", "Z", "é", "中", "ß", "\u{2160}", "\u{0345}", "1", "٣", "½", "'", "s", "S", "t", "re", "VE", "m", "LL",
-            "d", "ſ", " ", " ", " ", "\t", "\n", "\r", "\u{3000}", "\u{a0}", "\u{85}", "!", ".", "(", "😀", "\u{200d}",
-            "\u{10FFFF}", "-", "_", "\u{0301}",
+            "a",
+            "Z",
+            "é",
+            "中",
+            "ß",
+            "\u{2160}",
+            "\u{0345}",
+            "1",
+            "٣",
+            "½",
+            "'",
+            "s",
+            "S",
+            "t",
+            "re",
+            "VE",
+            "m",
+            "LL",
+            "d",
+            "ſ",
+            " ",
+            " ",
+            " ",
+            "\t",
+            "\n",
+            "\r",
+            "\u{3000}",
+            "\u{a0}",
+            "\u{85}",
+            "!",
+            ".",
+            "(",
+            "😀",
+            "\u{200d}",
+            "\u{10FFFF}",
+            "-",
+            "_",
+            "\u{0301}",
         ];
-        (0..len).map(|_| ALPHABET[(rng.next() % ALPHABET.len() as u64) as usize]).collect()
+        (0..len)
+            .map(|_| ALPHABET[(rng.next() % ALPHABET.len() as u64) as usize])
+            .collect()
     }
 
     #[test]
     fn scanners_equal_the_regexes_on_random_text() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        for (p, src) in [(Pattern::Gpt2, GPT2_PATTERN), (Pattern::Llama3, LLAMA3_PATTERN), (Pattern::Qwen2, QWEN2_PATTERN)] {
+        for (p, src) in [
+            (Pattern::Gpt2, GPT2_PATTERN),
+            (Pattern::Llama3, LLAMA3_PATTERN),
+            (Pattern::Qwen2, QWEN2_PATTERN),
+        ] {
             let re = Regex::new(src).unwrap();
             for round in 0..3000 {
                 let text = random_text(&mut rng, 1 + round % 40);
@@ -362,10 +411,16 @@ mod tests {
     #[test]
     fn known_splits() {
         let p = Pattern::Gpt2;
-        assert_eq!(pieces(&p, "Hello world's  end\n"), ["Hello", " world", "'s", " ", " end", "\n"]);
+        assert_eq!(
+            pieces(&p, "Hello world's  end\n"),
+            ["Hello", " world", "'s", " ", " end", "\n"]
+        );
         assert_eq!(pieces(&p, "x   \ty"), ["x", "   ", "\t", "y"]);
         let l = Pattern::Llama3;
-        assert_eq!(pieces(&l, "I'VE 12345 (x)\n\n  y"), ["I", "'VE", " ", "123", "45", " (", "x", ")\n\n", " ", " y"]);
+        assert_eq!(
+            pieces(&l, "I'VE 12345 (x)\n\n  y"),
+            ["I", "'VE", " ", "123", "45", " (", "x", ")\n\n", " ", " y"]
+        );
         assert_eq!(pieces(&Pattern::Qwen2, "123"), ["1", "2", "3"]);
         assert!(pieces(&l, "").is_empty());
     }
@@ -373,8 +428,17 @@ mod tests {
     #[test]
     fn names_resolve_to_scanners() {
         assert!(matches!(Pattern::from_name_or_regex("gpt2").unwrap(), Pattern::Gpt2));
-        assert!(matches!(Pattern::from_name_or_regex(LLAMA3_PATTERN).unwrap(), Pattern::Llama3));
-        assert!(matches!(Pattern::from_name_or_regex(r"\w+").unwrap(), Pattern::Custom(_)));
-        assert!(matches!(Pattern::from_name_or_regex("(").unwrap_err(), Error::InvalidInput(_)));
+        assert!(matches!(
+            Pattern::from_name_or_regex(LLAMA3_PATTERN).unwrap(),
+            Pattern::Llama3
+        ));
+        assert!(matches!(
+            Pattern::from_name_or_regex(r"\w+").unwrap(),
+            Pattern::Custom(_)
+        ));
+        assert!(matches!(
+            Pattern::from_name_or_regex("(").unwrap_err(),
+            Error::InvalidInput(_)
+        ));
     }
 }

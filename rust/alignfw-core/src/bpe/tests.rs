@@ -42,10 +42,16 @@ fn round_trip_and_compression() {
         let t = trained(p);
         let text = corpus();
         let ids = t.encode(&text, &AllowedSpecial::None).unwrap();
-        assert!(ids.len() * 3 < text.len(), "trained merges must compress their own corpus");
+        assert!(
+            ids.len() * 3 < text.len(),
+            "trained merges must compress their own corpus"
+        );
         assert_eq!(t.decode(&ids, false).unwrap(), text);
         for s in ["", " ", "\u{0}", "a\r\n\r\n  b", "ǅ𝔘\u{10FFFF}\u{FEFF}", "'S 'll 12345"] {
-            assert_eq!(t.decode(&t.encode(s, &AllowedSpecial::None).unwrap(), false).unwrap(), s);
+            assert_eq!(
+                t.decode(&t.encode(s, &AllowedSpecial::None).unwrap(), false).unwrap(),
+                s
+            );
         }
     }
 }
@@ -61,19 +67,31 @@ fn special_tokens_need_permission() {
     assert_eq!(allowed.iter().filter(|&&i| i == 0).count(), 1);
     let some = t.encode(text, &AllowedSpecial::Some(vec!["<|pad|>".into()])).unwrap();
     assert_eq!(some, plain);
-    let only = t.encode(text, &AllowedSpecial::Some(vec!["<|endoftext|>".into()])).unwrap();
+    let only = t
+        .encode(text, &AllowedSpecial::Some(vec!["<|endoftext|>".into()]))
+        .unwrap();
     assert_eq!(only, allowed);
-    assert!(matches!(t.encode(text, &AllowedSpecial::Some(vec!["<x>".into()])), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        t.encode(text, &AllowedSpecial::Some(vec!["<x>".into()])),
+        Err(Error::InvalidInput(_))
+    ));
     assert_eq!(t.decode(&allowed, true).unwrap(), "ab");
 }
 
 #[test]
 fn json_round_trip_keeps_ids() {
-    for p in [Pattern::Gpt2, Pattern::Qwen2, Pattern::from_name_or_regex(r"\p{L}+|\s+|\d").unwrap()] {
+    for p in [
+        Pattern::Gpt2,
+        Pattern::Qwen2,
+        Pattern::from_name_or_regex(r"\p{L}+|\s+|\d").unwrap(),
+    ] {
         let t = trained(p);
         let again = Tokenizer::from_json(&t.to_json()).unwrap();
         let text = corpus();
-        assert_eq!(again.encode(&text, &AllowedSpecial::All).unwrap(), t.encode(&text, &AllowedSpecial::All).unwrap());
+        assert_eq!(
+            again.encode(&text, &AllowedSpecial::All).unwrap(),
+            t.encode(&text, &AllowedSpecial::All).unwrap()
+        );
         assert_eq!(again.to_json(), t.to_json());
     }
 }
@@ -82,7 +100,10 @@ fn json_round_trip_keeps_ids() {
 fn batch_equals_single() {
     let t = trained(Pattern::Gpt2);
     let texts: Vec<String> = corpus().lines().map(str::to_string).collect();
-    let single: Vec<Vec<u32>> = texts.iter().map(|x| t.encode(x, &AllowedSpecial::None).unwrap()).collect();
+    let single: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|x| t.encode(x, &AllowedSpecial::None).unwrap())
+        .collect();
     for threads in [None, Some(1), Some(2), Some(3)] {
         assert_eq!(t.encode_batch(&texts, &AllowedSpecial::None, threads).unwrap(), single);
     }
@@ -98,11 +119,26 @@ fn bad_ids_and_files_are_errors() {
         ("{", "not valid JSON"),
         ("[]", "JSON object"),
         (r#"{"model": {"type": "WordPiece", "vocab": {}}}"#, "WordPiece"),
-        (r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Metaspace"}}"#, "Metaspace"),
-        (r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}"#, "not in the vocabulary"),
-        (r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": {"type": "Lowercase"}}"#, "Lowercase"),
-        (r#"{"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}}"#, "non-negative"),
-        (r#"{"model": {"type": "BPE", "vocab": {"a": 4000000000}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}"#, "dense"),
+        (
+            r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Metaspace"}}"#,
+            "Metaspace",
+        ),
+        (
+            r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}"#,
+            "not in the vocabulary",
+        ),
+        (
+            r#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": {"type": "Lowercase"}}"#,
+            "Lowercase",
+        ),
+        (
+            r#"{"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}}"#,
+            "non-negative",
+        ),
+        (
+            r#"{"model": {"type": "BPE", "vocab": {"a": 4000000000}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}"#,
+            "dense",
+        ),
     ] {
         match Tokenizer::from_json(json) {
             Err(Error::TokenizerFormat(m)) => assert!(m.contains(needle), "{m}"),
@@ -136,9 +172,21 @@ fn vocab_merges_files_load() {
         .chain(t.parts().merges.iter().map(|(a, b)| format!("{a} {b}")))
         .collect::<Vec<_>>()
         .join("\n");
-    let u = Tokenizer::from_vocab_merges(&serde_json::to_string(&vocab).unwrap(), &merges, Pattern::Gpt2, &["<|endoftext|>".into()]).unwrap();
+    let u = Tokenizer::from_vocab_merges(
+        &serde_json::to_string(&vocab).unwrap(),
+        &merges,
+        Pattern::Gpt2,
+        &["<|endoftext|>".into()],
+    )
+    .unwrap();
     let text = corpus();
-    assert_eq!(u.encode(&text, &AllowedSpecial::None).unwrap(), t.encode(&text, &AllowedSpecial::None).unwrap());
+    assert_eq!(
+        u.encode(&text, &AllowedSpecial::None).unwrap(),
+        t.encode(&text, &AllowedSpecial::None).unwrap()
+    );
     assert_eq!(u.token_to_id("<|endoftext|>"), Some(t.vocab_size() as u32));
-    assert!(matches!(Tokenizer::from_vocab_merges("{}", "a b c", Pattern::Gpt2, &[]), Err(Error::TokenizerFormat(_))));
+    assert!(matches!(
+        Tokenizer::from_vocab_merges("{}", "a b c", Pattern::Gpt2, &[]),
+        Err(Error::TokenizerFormat(_))
+    ));
 }

@@ -71,7 +71,11 @@ fn count_words<'a>(texts: &[&'a str], pattern: &Pattern) -> Result<FxHashMap<&'a
             Ok(counts)
         })
         .try_reduce(FxHashMap::default, |mut a, b| {
-            let (mut a, b) = if a.len() >= b.len() { (a, b) } else { (b, std::mem::take(&mut a)) };
+            let (mut a, b) = if a.len() >= b.len() {
+                (a, b)
+            } else {
+                (b, std::mem::take(&mut a))
+            };
             for (k, v) in b {
                 *a.entry(k).or_insert(0) += v;
             }
@@ -127,15 +131,22 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
         byte_id[bl.byte_of(c).expect("alphabet char") as usize] = id;
     }
 
-    let (mut words, counts): (Vec<Vec<u32>>, Vec<u64>) =
-        word_counts.into_iter().map(|(w, c)| (w.bytes().map(|b| byte_id[b as usize]).collect(), c)).unzip();
+    let (mut words, counts): (Vec<Vec<u32>>, Vec<u64>) = word_counts
+        .into_iter()
+        .map(|(w, c)| (w.bytes().map(|b| byte_id[b as usize]).collect(), c))
+        .unzip();
 
     // Pair counts and, per pair, the words it occurs in.
     let (mut pair_counts, where_to_update) = words
         .par_iter()
         .enumerate()
         .fold(
-            || (FxHashMap::<Pair, i64>::default(), FxHashMap::<Pair, FxHashSet<u32>>::default()),
+            || {
+                (
+                    FxHashMap::<Pair, i64>::default(),
+                    FxHashMap::<Pair, FxHashSet<u32>>::default(),
+                )
+            },
             |(mut pc, mut wtu), (i, w)| {
                 for win in w.windows(2) {
                     let pair = (win[0], win[1]);
@@ -167,7 +178,11 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
         .into_iter()
         .filter_map(|(pair, pos)| {
             let count = pair_counts[&pair];
-            (count > 0).then_some(Merge { pair, count: count as u64, pos })
+            (count > 0).then_some(Merge {
+                pair,
+                count: count as u64,
+                pos,
+            })
         })
         .collect();
 
@@ -193,7 +208,11 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
         let (a, b) = top.pair;
         let mut site_changes: Vec<(Pair, i32, u32)> = Vec::new();
         if top.pos.len() >= PARALLEL_MERGE_WORDS {
-            let mut taken: Vec<(u32, Vec<u32>)> = top.pos.iter().map(|&i| (i, std::mem::take(&mut words[i as usize]))).collect();
+            let mut taken: Vec<(u32, Vec<u32>)> = top
+                .pos
+                .iter()
+                .map(|&i| (i, std::mem::take(&mut words[i as usize])))
+                .collect();
             let per_word: Vec<Vec<(Pair, i32, u32)>> = taken
                 .par_iter_mut()
                 .with_min_len(64)
@@ -223,7 +242,11 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
         for (pair, pos) in where_to_update.drain() {
             let count = pair_counts[&pair];
             if count > 0 {
-                queue.push(Merge { pair, count: count as u64, pos });
+                queue.push(Merge {
+                    pair,
+                    count: count as u64,
+                    pos,
+                });
             }
         }
     }
@@ -234,8 +257,15 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
         .map(|s| AddedToken::special(word_to_id[s], s))
         .collect::<Vec<_>>();
     Tokenizer::from_parts(Parts {
-        vocab: id_to_word.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect(),
-        merges: merges.iter().map(|&(a, b)| (id_to_word[a as usize].clone(), id_to_word[b as usize].clone())).collect(),
+        vocab: id_to_word
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect(),
+        merges: merges
+            .iter()
+            .map(|&(a, b)| (id_to_word[a as usize].clone(), id_to_word[b as usize].clone()))
+            .collect(),
         added,
         steps: steps_for(config.pattern.clone()),
         normalizer: Normalizer::None,
@@ -275,7 +305,10 @@ pub(super) fn train_from_files(files: &[String], config: &TrainerConfig) -> Resu
         .map(|f| {
             let bytes = std::fs::read(f).map_err(|e| Error::Io(format!("cannot read training file {f:?}: {e}")))?;
             String::from_utf8(bytes).map_err(|e| {
-                Error::InvalidInput(format!("training file {f:?} is not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()))
+                Error::InvalidInput(format!(
+                    "training file {f:?} is not valid UTF-8 (at byte {})",
+                    e.utf8_error().valid_up_to()
+                ))
             })
         })
         .collect::<Result<_>>()?;
