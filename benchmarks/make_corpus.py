@@ -13,7 +13,12 @@ import itertools
 import random
 from pathlib import Path
 
-_COMMON = (
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_COMMON = _words(
     "the of and to a in is it you that he was for on are with as I his they be at one have this from or "
     "had by hot but some what there we can out other were all your when up use word how said an each she "
     "which do their time if will way about many then them would write like so these her long make thing "
@@ -21,8 +26,10 @@ _COMMON = (
     "call first people may down side been now find any new work part take get place made live where after "
     "back little only round man year came show every good me give our under name very through just form "
     "don't it's we'll they're I've you'd she'll can't won't"
-).split()
-_SYLLABLES = "ka lo mi ne ru ta shi ver con ing tion pre ex al be de re un der ter ment ly est ful ous".split()
+)
+_SYLLABLES = _words(
+    "ka lo mi ne ru ta shi ver con ing tion pre ex al be de re un der ter ment ly est ful ous"
+)
 _CODE = [
     "def {f}(self, {a}: int, {b}: list[str]) -> dict[str, int]:\n    result = {{}}\n    for i, x in enumerate({b}):\n        result[x] = i * {a} + {n}\n    return result\n",
     "static int {f}(const char *{a}, size_t {b}) {{\n\tint acc = 0x{h};\n\tfor (size_t i = 0; i < {b}; ++i) {{\n\t\tacc = (acc << 5) ^ {a}[i];\n\t}}\n\treturn acc;\n}}\n",
@@ -32,8 +39,26 @@ _CODE = [
 ]
 _CJK = "的一是不了人我在有他这中大来上个国到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关并内加化由却代军产入先山五太水万市眼体别处总才场师书比住员九笑性通目华报立马命张活难神数件安表原车白应路期叫死常提感金何更反合放做系计或司利受光王果亲界及今京务制解各任至清物台象记边共风战干接它许八特觉望直服毛林题建南度统色字请交爱让认算论百吃义科怎元社术结六功指思非流每青管夫连远资队跟带花快条院变联言权往展该"
 _EMOJI = ["😀", "🎉", "👩‍💻", "🇫🇷", "❤️", "🤖", "🔥", "✨", "👍🏽", "🧪", "📈"]
-_RARE = ["naïve", "café", "Ångström", "e\u0301", "क्ष", "שָׁלוֹם", "مرحبا", "ǅemal", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "ⅠⅡⅢ", "½¾", "٣٤٥",
-         "\u00a0", "\u3000", "Привет", "Ελληνικά", "ﬁ", "𐍈𐌰"]
+_RARE = [
+    "naïve",
+    "café",
+    "Ångström",
+    "e\u0301",
+    "क्ष",
+    "שָׁלוֹם",
+    "مرحبا",
+    "ǅemal",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "ⅠⅡⅢ",
+    "½¾",
+    "٣٤٥",
+    "\u00a0",
+    "\u3000",
+    "Привет",
+    "Ελληνικά",
+    "ﬁ",
+    "𐍈𐌰",
+]
 
 
 _CUM: list[float] = []
@@ -53,20 +78,28 @@ def make_document(rng: random.Random, lexicon: list[str]) -> str:
         for _ in range(rng.randint(3, 40)):
             words = [_word(rng, lexicon) for _ in range(rng.randint(4, 25))]
             if rng.random() < 0.2:
-                words.insert(rng.randrange(len(words)), f"{rng.randint(0, 10**rng.randint(1, 8)):,}")
+                words.insert(rng.randrange(len(words)), f"{rng.randint(0, 10 ** rng.randint(1, 8)):,}")
             s = " ".join(words)
             sentences.append(s[0].upper() + s[1:] + rng.choice([".", ".", ".", "?", "!", ";"]))
         return " ".join(sentences)
     if kind < 0.7:
         names = [_word(rng, lexicon) + rng.choice(["", "_id", "_count", "Buf", "2"]) for _ in range(3)]
         return "\n".join(
-            rng.choice(_CODE).format(f=names[0], a=names[1], b=names[2], n=rng.randint(0, 9999), h=f"{rng.getrandbits(24):06x}")
+            rng.choice(_CODE).format(
+                f=names[0], a=names[1], b=names[2], n=rng.randint(0, 9999), h=f"{rng.getrandbits(24):06x}"
+            )
             for _ in range(rng.randint(1, 6))
         )
     if kind < 0.85:
-        return "".join(rng.choice(_CJK) + (rng.choice("，。、") if rng.random() < 0.08 else "") for _ in range(rng.randint(50, 800)))
+        return "".join(
+            rng.choice(_CJK) + (rng.choice("，。、") if rng.random() < 0.08 else "")
+            for _ in range(rng.randint(50, 800))
+        )
     if kind < 0.93:
-        return " ".join(rng.choice(_EMOJI) if rng.random() < 0.3 else _word(rng, lexicon) for _ in range(rng.randint(10, 120)))
+        return " ".join(
+            rng.choice(_EMOJI) if rng.random() < 0.3 else _word(rng, lexicon)
+            for _ in range(rng.randint(10, 120))
+        )
     parts = []
     for _ in range(rng.randint(5, 60)):
         r = rng.random()

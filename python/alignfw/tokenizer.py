@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from alignfw._native import BpeTokenizer
 from alignfw.exceptions import TokenizerError, TokenizerFormatError
@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PATTERNS", "Tokenizer", "load_tokenizer"]
 
-Text = Union[str, bytes]
-AllowedSpecial = Union[Literal["all"], Collection[str]]
-PathLike = Union[str, "os.PathLike[str]"]
+Text = str | bytes
+AllowedSpecial = Literal["all"] | Collection[str]
+PathLike = str | os.PathLike[str]
 
 #: Pre-tokenizer regexes known by name; each has a hand-written scanner in Rust.
 PATTERNS: dict[str, str] = {
@@ -114,9 +114,7 @@ class Tokenizer:
             elif (p / "vocab.json").is_file() and (p / "merges.txt").is_file():
                 return cls.from_vocab_merges(p / "vocab.json", p / "merges.txt")
             else:
-                raise TokenizerFormatError(
-                    f"{p} holds neither tokenizer.json nor vocab.json + merges.txt"
-                )
+                raise TokenizerFormatError(f"{p} holds neither tokenizer.json nor vocab.json + merges.txt")
         return cls(BpeTokenizer.from_file(os.fspath(p)))
 
     @classmethod
@@ -279,9 +277,7 @@ class Tokenizer:
         """Decodes ids to the exact bytes they stand for (lossless for partial UTF-8)."""
         return self._native.decode_bytes(_ids(ids), skip_special_tokens)
 
-    def decode_batch(
-        self, batch: Sequence[Sequence[int]], *, skip_special_tokens: bool = False
-    ) -> list[str]:
+    def decode_batch(self, batch: Sequence[Sequence[int]], *, skip_special_tokens: bool = False) -> list[str]:
         """Decodes many id sequences in parallel."""
         return self._native.decode_batch([_ids(ids) for ids in batch], skip_special_tokens)
 

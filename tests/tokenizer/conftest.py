@@ -11,34 +11,62 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from alignfw.tokenizer import PATTERNS, Tokenizer
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from alignfw.tokenizer import PATTERNS, Tokenizer
-
 SPECIALS = ["<|endoftext|>", "<|pad|>"]
 
-_ENGLISH = (
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_ENGLISH = _words(
     "the of and to in is was he for it with as his on be at by had are but from or have an they "
     "which one you were her all she there would their we him been has when who will more no if out "
     "so said what up its about into than them can only other new some could time these two may then "
     "do first any my now such like our over man me even most made after also did many before must "
     "don't it's we'll they're I've you'd she'll THE Quick Brown FOX"
-).split()
+)
 _CODE = [
     "def encode(self, text: str) -> list[int]:\n        return self._native.encode(text)\n",
     "for (int i = 0; i < n; ++i) {\n\tsum += a[i] * b[i];\n}\n",
     "fn main() {\n    let v: Vec<u32> = (0..10).map(|x| x * 2).collect();\n}\n",
     "SELECT id, name FROM users WHERE age >= 21 ORDER BY name;\n",
-    "<div class=\"x\">&nbsp;</div>\n",
+    '<div class="x">&nbsp;</div>\n',
     "if x != None and y == 0x1F: print(f'{x!r:>10}')\n",
 ]
 _CHINESE = "的一是不了人我在有他这中大来上个国到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关并内加化由却代军产入先山五太水万市眼体别处总才场师书比住员九笑性通目华报立马命张活难神数件安表原车白应路期叫死常提感金何更反合放做系计或司利受光王果亲界及今京务制解各任至清物台象记边共风战干接它许八特觉望直服毛林题建南度统色字请交爱让认算论百吃义科怎元社术结六功指思非流每青管夫连远资队跟带花快条院变联言权往展该由"
 _EMOJI = ["😀", "🎉", "👩‍💻", "🇫🇷", "❤️", "🤖", "🔥", "✨", "👍🏽"]
 _RARE = [
-    "naïve", "café", "Ångström", "e\u0301", "\u0915\u094d\u0937", "שָׁלוֹם", "مرحبا", "ǅemal", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
-    "\u2160\u2161\u2162", "½¾", "٣٤٥", "\u200d", "\ufeff", "\u00a0", "\u3000", "\u2028", "\u0085", "ſ", "'S",
-    "'LL", "Ⅻ", "𐍈", "\U0001d7d8", "\u0345", "\t\t", "\r\n",
+    "naïve",
+    "café",
+    "Ångström",
+    "e\u0301",
+    "\u0915\u094d\u0937",
+    "שָׁלוֹם",
+    "مرحبا",
+    "ǅemal",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "\u2160\u2161\u2162",
+    "½¾",
+    "٣٤٥",
+    "\u200d",
+    "\ufeff",
+    "\u00a0",
+    "\u3000",
+    "\u2028",
+    "\u0085",
+    "ſ",
+    "'S",
+    "'LL",
+    "Ⅻ",
+    "𐍈",
+    "\U0001d7d8",
+    "\u0345",
+    "\t\t",
+    "\r\n",
 ]
 
 
@@ -50,7 +78,7 @@ def make_text(rng: random.Random, n_lines: int) -> str:
         if kind < 0.45:
             words = [rng.choice(_ENGLISH) for _ in range(rng.randint(3, 18))]
             if rng.random() < 0.3:
-                words.insert(rng.randrange(len(words)), str(rng.randint(0, 10**rng.randint(1, 9))))
+                words.insert(rng.randrange(len(words)), str(rng.randint(0, 10 ** rng.randint(1, 9))))
             line = " ".join(words) + rng.choice([".", ",", "!", "?", ";", ""])
         elif kind < 0.65:
             line = rng.choice(_CODE).rstrip("\n")
@@ -60,7 +88,9 @@ def make_text(rng: random.Random, n_lines: int) -> str:
         elif kind < 0.88:
             line = " ".join(rng.choice(_EMOJI + _ENGLISH) for _ in range(rng.randint(2, 10)))
         elif kind < 0.95:
-            line = rng.choice(_ENGLISH) + " " * rng.randint(2, 40) + rng.choice(_RARE) + "\t" * rng.randint(0, 3)
+            line = (
+                rng.choice(_ENGLISH) + " " * rng.randint(2, 40) + rng.choice(_RARE) + "\t" * rng.randint(0, 3)
+            )
         else:
             line = "".join(rng.choice(_RARE) for _ in range(rng.randint(2, 12)))
         lines.append(line)

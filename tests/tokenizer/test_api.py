@@ -6,7 +6,6 @@ import pickle
 import threading
 
 import numpy as np
-
 from alignfw.tokenizer import PATTERNS, Tokenizer, load_tokenizer
 
 

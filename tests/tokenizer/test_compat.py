@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from alignfw.tokenizer import Tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers
-
-from alignfw.tokenizer import Tokenizer
+from tokenizers import decoders, models, pre_tokenizers
 
 PATTERNS = ["gpt2", "llama3", "qwen2"]
 
@@ -20,7 +19,9 @@ PATTERNS = ["gpt2", "llama3", "qwen2"]
 any_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=60)
 # Text biased toward the characters the pre-tokenizer regexes branch on.
 tricky_text = st.text(
-    alphabet=st.sampled_from(list(" \t\n\r\u3000\u00a0'sStTrReEvVmMlLdDſ0123456789½٣aZé中😀!.,(-_\u0301\u0345\u2160")),
+    alphabet=st.sampled_from(
+        list(" \t\n\r\u3000\u00a0'sStTrReEvVmMlLdDſ0123456789½٣aZé中😀!.,(-_\u0301\u0345\u2160")
+    ),
     max_size=60,
 )
 
@@ -40,9 +41,10 @@ def test_ids_equal_hf_on_mixed_corpus(trained, hf_of, corpus_files, pattern):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.one_of(any_text, tricky_text))
 def test_ids_equal_hf_on_arbitrary_strings(trained, hf_of, pattern, text):
-    assert trained[pattern].encode(text, allowed_special="all") == hf_of[pattern].encode(
-        text, add_special_tokens=False
-    ).ids
+    assert (
+        trained[pattern].encode(text, allowed_special="all")
+        == hf_of[pattern].encode(text, add_special_tokens=False).ids
+    )
 
 
 @pytest.mark.parametrize(("pattern", "step"), [("gpt2", 3), ("llama3", 17), ("qwen2", 17)])
@@ -66,7 +68,7 @@ def test_training_equals_hf_trainer(corpus_files, trained, helpers, pattern):
     ours = json.loads(trained[pattern].to_json())["model"]
     theirs = json.loads(hf.to_str())["model"]
     assert ours["vocab"] == theirs["vocab"]
-    norm = lambda ms: [m if isinstance(m, str) else " ".join(m) for m in ms]  # noqa: E731
+    norm = lambda ms: [m if isinstance(m, str) else " ".join(m) for m in ms]
     assert norm(ours["merges"]) == norm(theirs["merges"])
     # The issue's bar is compression within 1% on held-out text; equal merges give equal compression.
     text = heldout.read_text(encoding="utf-8")
@@ -117,8 +119,15 @@ def _llama_style(d):
     d["model"]["ignore_merges"] = True
     for i, content in enumerate(["fn main", "naïve"]):  # 'ï' is also a byte-level spelling character
         d["added_tokens"].append(
-            {"id": 2000 + i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
-             "normalized": True, "special": False}
+            {
+                "id": 2000 + i,
+                "content": content,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": True,
+                "special": False,
+            }
         )
 
 
@@ -188,7 +197,7 @@ def test_large_vocab_training_is_still_equal(corpus_files, helpers):
     a, b = json.loads(ours.to_json())["model"], json.loads(hf.to_str())["model"]
     assert len(a["vocab"]) == 6000
     assert a["vocab"] == b["vocab"]
-    norm = lambda ms: [m if isinstance(m, str) else " ".join(m) for m in ms]  # noqa: E731
+    norm = lambda ms: [m if isinstance(m, str) else " ".join(m) for m in ms]
     assert norm(a["merges"]) == norm(b["merges"])
 
 
@@ -207,18 +216,39 @@ def test_corpus_generator_covers_the_issue(corpus_files, helpers):
 
 @pytest.mark.parametrize(
     "flags",
-    [{"lstrip": True}, {"rstrip": True}, {"lstrip": True, "rstrip": True}, {"single_word": True},
-     {"single_word": True, "lstrip": True}],
+    [
+        {"lstrip": True},
+        {"rstrip": True},
+        {"lstrip": True, "rstrip": True},
+        {"single_word": True},
+        {"single_word": True, "lstrip": True},
+    ],
     ids=lambda f: "+".join(f),
 )
 @pytest.mark.parametrize("special", [True, False], ids=["special", "plain"])
 def test_added_token_flags_equal_hf(trained, flags, special):
     # RoBERTa's <mask> is lstrip=True; the flags widen or reject a match as in HF's AddedVocabulary.
     data = json.loads(trained["gpt2"].to_json())
-    token = {"id": trained["gpt2"].vocab_size, "content": "<mask>", "single_word": False, "lstrip": False,
-             "rstrip": False, "normalized": False, "special": special}
+    token = {
+        "id": trained["gpt2"].vocab_size,
+        "content": "<mask>",
+        "single_word": False,
+        "lstrip": False,
+        "rstrip": False,
+        "normalized": False,
+        "special": special,
+    }
     data["added_tokens"].append({**token, **flags})
     ours, hf = Tokenizer.from_str(json.dumps(data)), HFTokenizer.from_str(json.dumps(data))
-    for text in ["a <mask> b", "a<mask>b", " <mask>  ", "x  <mask>\n y", "<mask>", "hello<mask> world",
-                 "foo <mask>bar <mask>_x", "ab<mask>", "\t<mask>\t"]:
+    for text in [
+        "a <mask> b",
+        "a<mask>b",
+        " <mask>  ",
+        "x  <mask>\n y",
+        "<mask>",
+        "hello<mask> world",
+        "foo <mask>bar <mask>_x",
+        "ab<mask>",
+        "\t<mask>\t",
+    ]:
         assert ours.encode(text, allowed_special="all") == hf.encode(text, add_special_tokens=False).ids, text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from alignfw.exceptions import AlignfwError, InvalidInputError, TokenizerError, TokenizerFormatError
 from alignfw.tokenizer import Tokenizer
 
@@ -39,14 +38,23 @@ def test_id_outside_vocabulary(trained):
     ("text", "match"),
     [
         ("{not json", "not valid JSON"),
-        ('{"model": {"type": "WordPiece", "vocab": {}}}', "unsupported model type \"WordPiece\""),
-        ('{"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": {"type": "Metaspace"}}',
-         "unsupported pre_tokenizer type \"Metaspace\".*supported: ByteLevel"),
-        ('{"model": {"type": "BPE", "vocab": {}, "merges": []}, "normalizer": {"type": "NFKC"}}',
-         "unsupported normalizer type \"NFKC\" \\(supported: none, NFC\\)"),
+        ('{"model": {"type": "WordPiece", "vocab": {}}}', 'unsupported model type "WordPiece"'),
+        (
+            '{"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": {"type": "Metaspace"}}',
+            'unsupported pre_tokenizer type "Metaspace".*supported: ByteLevel',
+        ),
+        (
+            '{"model": {"type": "BPE", "vocab": {}, "merges": []}, "normalizer": {"type": "NFKC"}}',
+            'unsupported normalizer type "NFKC" \\(supported: none, NFC\\)',
+        ),
         ('{"model": {"type": "BPE", "vocab": {}, "merges": [], "byte_fallback": true}}', "byte_fallback"),
-        ('{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]},'
-         ' "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}', "not in the vocabulary"),
+        (
+            (
+                '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]},'
+                ' "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}'
+            ),
+            "not in the vocabulary",
+        ),
         ('{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}', "no ByteLevel"),
     ],
 )
@@ -58,7 +66,7 @@ def test_malformed_or_unsupported_tokenizer_json(text, match):
 def test_unknown_split_behavior(trained):
     data = json.loads(trained["llama3"].to_json())
     data["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "MergedWithPrevious"
-    with pytest.raises(TokenizerFormatError, match="Split behavior \"MergedWithPrevious\""):
+    with pytest.raises(TokenizerFormatError, match='Split behavior "MergedWithPrevious"'):
         Tokenizer.from_str(json.dumps(data))
 
 
@@ -76,7 +84,7 @@ def test_bad_arguments(trained, tmp_path):
     tok = trained["gpt2"]
     with pytest.raises(InvalidInputError, match="not a special token"):
         tok.encode("x", allowed_special={"<|nope|>"})
-    with pytest.raises(InvalidInputError, match="\"all\""):
+    with pytest.raises(InvalidInputError, match='"all"'):
         tok.encode("x", allowed_special="everything")
     with pytest.raises(InvalidInputError, match="str or UTF-8 bytes"):
         tok.encode(123)  # type: ignore[arg-type]

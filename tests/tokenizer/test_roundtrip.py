@@ -42,7 +42,9 @@ def test_special_spellings_are_text_unless_allowed(trained, parts):
     only_pad = tok.encode(text, allowed_special={"<|pad|>"})
     assert tok.special_token_id("<|endoftext|>") not in only_pad
     assert only_pad.count(tok.special_token_id("<|pad|>")) == text.count("<|pad|>")
-    assert tok.decode(allowed, skip_special_tokens=True) == text.replace("<|endoftext|>", "").replace("<|pad|>", "")
+    assert tok.decode(allowed, skip_special_tokens=True) == text.replace("<|endoftext|>", "").replace(
+        "<|pad|>", ""
+    )
 
 
 def test_special_token_encodes_alone(trained):
