@@ -59,11 +59,15 @@ def _files(files: PathLike | Iterable[PathLike]) -> list[str]:
 
 
 def _ids(ids: Sequence[int]) -> list[int]:
-    ids = list(ids)
-    bad = next((i for i in ids if not 0 <= i < 2**32 - 1), None)
-    if bad is not None:
-        raise TokenizerError(f"id {bad} is not in the vocabulary (ids are non-negative integers)")
-    return ids
+    # numpy arrays convert fastest through tolist(); the native call validates the values.
+    tolist = getattr(ids, "tolist", None)
+    return tolist() if callable(tolist) else list(ids)
+
+
+def _bad_id_error(batch: Iterable[Sequence[int]]) -> TokenizerError:
+    # Only on the error path: find the id that did not fit in u32 to name it.
+    bad = next((i for ids in batch for i in _ids(ids) if not 0 <= i < 2**32 - 1), None)
+    return TokenizerError(f"id {bad} is not in the vocabulary (ids are non-negative integers)")
 
 
 def _allowed(allowed_special: AllowedSpecial) -> str | list[str] | None:
@@ -271,15 +275,24 @@ class Tokenizer:
         Raises:
             TokenizerError: An id outside the vocabulary.
         """
-        return self._native.decode(_ids(ids), skip_special_tokens)
+        try:
+            return self._native.decode(_ids(ids), skip_special_tokens)
+        except OverflowError:
+            raise _bad_id_error([ids]) from None
 
     def decode_bytes(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> bytes:
         """Decodes ids to the exact bytes they stand for (lossless for partial UTF-8)."""
-        return self._native.decode_bytes(_ids(ids), skip_special_tokens)
+        try:
+            return self._native.decode_bytes(_ids(ids), skip_special_tokens)
+        except OverflowError:
+            raise _bad_id_error([ids]) from None
 
     def decode_batch(self, batch: Sequence[Sequence[int]], *, skip_special_tokens: bool = False) -> list[str]:
         """Decodes many id sequences in parallel."""
-        return self._native.decode_batch([_ids(ids) for ids in batch], skip_special_tokens)
+        try:
+            return self._native.decode_batch([_ids(ids) for ids in batch], skip_special_tokens)
+        except OverflowError:
+            raise _bad_id_error(batch) from None
 
     # --- files ---------------------------------------------------------------------------------
 

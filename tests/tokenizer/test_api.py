@@ -19,6 +19,7 @@ def test_batch_equals_single_on_any_thread_count(trained, corpus_files):
     assert ids.dtype == np.uint32 and offsets.dtype == np.int64 and offsets.shape == (len(lines) + 1,)
     assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(lines))] == single
     assert tok.decode_batch(single) == lines
+    assert tok.decode(ids[offsets[1] : offsets[2]]) == lines[1]  # numpy ids decode too
 
 
 def test_encode_releases_the_gil(trained):

@@ -32,6 +32,8 @@ def test_id_outside_vocabulary(trained):
             tok.decode([bad])
         with pytest.raises(TokenizerError):
             tok.decode_bytes([bad])
+        with pytest.raises(TokenizerError, match=f"id {bad} "):
+            tok.decode_batch([[1], [2, bad]])
 
 
 @pytest.mark.parametrize(
