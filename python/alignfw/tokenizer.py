@@ -1,0 +1,416 @@
+"""Byte-level BPE tokenizer: alignfw's own, Hugging Face compatible, faster than tiktoken.
+
+Byte-level BPE (Sennrich et al. 2016, https://arxiv.org/abs/1508.07909; Radford et al. 2019, GPT-2)
+as Hugging Face ``tokenizers`` implements it: the same ``tokenizer.json`` files in and out, the same
+ids, and the same trainer (merge for merge). The work runs in Rust (``alignfw._native.BpeTokenizer``)
+without the GIL; batches run in parallel on Rust threads.
+
+Special tokens are safe by default: text that merely spells ``<|endoftext|>`` is encoded as plain
+text unless the caller passes ``allowed_special``.
+
+Example::
+
+    from alignfw.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(["corpus.txt"], vocab_size=8192, special_tokens=["<|endoftext|>"])
+    ids = tok.encode("Hello world")
+    assert tok.decode(ids) == "Hello world"
+    tok.save("out/")                       # out/tokenizer.json, loadable by HF tokenizers/transformers
+    hf = tok.to_hf(eos_token="<|endoftext|>")
+
+Tokenizers of other families (SentencePiece, WordPiece, ...) are served by Hugging Face: see
+:func:`load_tokenizer`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from alignfw._native import BpeTokenizer
+from alignfw.exceptions import TokenizerError, TokenizerFormatError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+__all__ = ["PATTERNS", "Tokenizer", "load_tokenizer"]
+
+Text = str | bytes
+AllowedSpecial = Literal["all"] | Collection[str]
+PathLike = str | os.PathLike[str]
+
+#: Pre-tokenizer regexes known by name; each has a hand-written scanner in Rust.
+PATTERNS: dict[str, str] = {
+    "gpt2": r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+    "llama3": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+}
+
+
+def _files(files: PathLike | Iterable[PathLike]) -> list[str]:
+    # A lone path is one file, not an iterable of characters.
+    if isinstance(files, (str, os.PathLike)):
+        return [os.fspath(files)]
+    return [os.fspath(f) for f in files]
+
+
+def _ids(ids: Sequence[int]) -> list[int]:
+    # numpy arrays convert fastest through tolist(); the native call validates the values.
+    tolist = getattr(ids, "tolist", None)
+    return tolist() if callable(tolist) else list(ids)
+
+
+def _bad_id_error(batch: Iterable[Sequence[int]]) -> TokenizerError:
+    # Only on the error path: find the id that did not fit in u32 to name it.
+    bad = next((i for ids in batch for i in _ids(ids) if not 0 <= i < 2**32 - 1), None)
+    return TokenizerError(f"id {bad} is not in the vocabulary (ids are non-negative integers)")
+
+
+def _allowed(allowed_special: AllowedSpecial) -> str | list[str] | None:
+    if isinstance(allowed_special, str):
+        return allowed_special  # "all"; anything else is rejected in Rust with a clear message
+    return list(allowed_special) or None
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer.
+
+    Build one with :meth:`from_file`, :meth:`from_vocab_merges`, :meth:`train` or
+    :meth:`train_from_iterator`. Instances are immutable, thread-safe and picklable.
+
+    Notation:
+        ``n``: number of texts in a batch; ``L_i``: number of ids of text ``i``.
+    """
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: BpeTokenizer) -> None:
+        """Wraps a native tokenizer; prefer the ``from_*`` and ``train*`` constructors."""
+        self._native = native
+
+    # --- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: PathLike) -> Tokenizer:
+        """Loads a tokenizer from disk.
+
+        Args:
+            path: A Hugging Face ``tokenizer.json``, or a directory holding either ``tokenizer.json``
+                or GPT-2 style ``vocab.json`` + ``merges.txt`` (then the GPT-2 regex is used and
+                ``<|endoftext|>``, if in the vocabulary, is special).
+
+        Returns:
+            The tokenizer.
+
+        Raises:
+            TokenizerFormatError: The file is malformed or not a byte-level BPE (the message names
+                the unsupported piece).
+            OSError: The file cannot be read.
+        """
+        p = Path(path)
+        if p.is_dir():
+            if (p / "tokenizer.json").is_file():
+                p = p / "tokenizer.json"
+            elif (p / "vocab.json").is_file() and (p / "merges.txt").is_file():
+                return cls.from_vocab_merges(p / "vocab.json", p / "merges.txt")
+            else:
+                raise TokenizerFormatError(f"{p} holds neither tokenizer.json nor vocab.json + merges.txt")
+        return cls(BpeTokenizer.from_file(os.fspath(p)))
+
+    @classmethod
+    def from_str(cls, json: str) -> Tokenizer:
+        """Parses the text of a Hugging Face ``tokenizer.json``."""
+        return cls(BpeTokenizer.from_json(json))
+
+    @classmethod
+    def from_vocab_merges(
+        cls,
+        vocab: PathLike,
+        merges: PathLike,
+        *,
+        pattern: str = "gpt2",
+        special_tokens: Sequence[str] | None = None,
+    ) -> Tokenizer:
+        """Loads GPT-2 style ``vocab.json`` + ``merges.txt``.
+
+        Args:
+            vocab: Path of ``vocab.json`` (``{token: id}``).
+            merges: Path of ``merges.txt`` (optional ``#version`` line, then ``a b`` per line).
+            pattern: Pre-tokenizer: ``"gpt2"``, ``"llama3"``, ``"qwen2"`` or a regex.
+            special_tokens: Tokens to mark special (appended to the vocabulary if absent). Default:
+                ``["<|endoftext|>"]`` if the vocabulary has it, else none.
+        """
+        if special_tokens is None:
+            import json
+
+            with open(vocab, encoding="utf-8") as f:
+                special_tokens = ["<|endoftext|>"] if "<|endoftext|>" in json.load(f) else []
+        return cls(
+            BpeTokenizer.from_vocab_merges(
+                os.fspath(vocab), os.fspath(merges), PATTERNS.get(pattern, pattern), list(special_tokens)
+            )
+        )
+
+    @classmethod
+    def train(
+        cls,
+        files: PathLike | Iterable[PathLike],
+        vocab_size: int,
+        *,
+        min_frequency: int = 0,
+        special_tokens: Sequence[str] = (),
+        pattern: str = "gpt2",
+    ) -> Tokenizer:
+        """Trains a new vocabulary on UTF-8 text files.
+
+        The algorithm is Hugging Face's ``BpeTrainer`` with the 256 byte-level characters as initial
+        alphabet (same settings, same merges); word counting runs in parallel.
+
+        Args:
+            files: A text file or several; each line is pre-tokenized on its own.
+            vocab_size: Final size, special tokens and the 256 byte tokens included.
+            min_frequency: Pairs seen fewer times are never merged (training may stop early).
+            special_tokens: Given ids ``0 .. len(special_tokens) - 1``, in order.
+            pattern: Pre-tokenizer: ``"gpt2"``, ``"llama3"``, ``"qwen2"`` or a regex.
+
+        Raises:
+            InvalidInputError: ``vocab_size`` below ``256 + len(special_tokens)``, a file that is not
+                UTF-8, or an invalid regex.
+        """
+        return cls(
+            BpeTokenizer.train(_files(files), vocab_size, min_frequency, list(special_tokens), pattern)
+        )
+
+    @classmethod
+    def train_from_iterator(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        *,
+        min_frequency: int = 0,
+        special_tokens: Sequence[str] = (),
+        pattern: str = "gpt2",
+    ) -> Tokenizer:
+        """Like :meth:`train`, on texts in memory (each split into lines as files are)."""
+        return cls(
+            BpeTokenizer.train_from_texts(
+                list(texts), vocab_size, min_frequency, list(special_tokens), pattern
+            )
+        )
+
+    # --- encoding ------------------------------------------------------------------------------
+
+    def encode(self, text: Text, *, allowed_special: AllowedSpecial = ()) -> list[int]:
+        """Encodes one text.
+
+        Args:
+            text: ``str``, or ``bytes`` that must be valid UTF-8.
+            allowed_special: ``"all"`` or the special tokens whose spelling in ``text`` becomes the
+                special id. Others are encoded as plain text. Non-special added tokens are always
+                recognised, as in Hugging Face.
+
+        Returns:
+            Ids, shape ``(L,)``. With ``allowed_special="all"`` they equal Hugging Face's
+            ``encode(text, add_special_tokens=False).ids`` on the same ``tokenizer.json``.
+
+        Raises:
+            TokenizerError: ``text`` is not valid Unicode (invalid UTF-8 bytes, lone surrogates).
+            InvalidInputError: An unknown name in ``allowed_special``.
+        """
+        return self._native.encode(text, _allowed(allowed_special))
+
+    def encode_batch(
+        self,
+        texts: Sequence[Text],
+        *,
+        allowed_special: AllowedSpecial = (),
+        num_threads: int | None = None,
+    ) -> list[list[int]]:
+        """Encodes texts in parallel on Rust threads, without the GIL.
+
+        Args:
+            texts: ``n`` texts.
+            allowed_special: As in :meth:`encode`.
+            num_threads: Threads to use; default: one per core.
+
+        Returns:
+            ``n`` lists of ids, list ``i`` of shape ``(L_i,)``.
+        """
+        return self._native.encode_batch(texts, _allowed(allowed_special), num_threads)
+
+    def encode_batch_flat(
+        self,
+        texts: Sequence[Text],
+        *,
+        allowed_special: AllowedSpecial = (),
+        num_threads: int | None = None,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+        """Like :meth:`encode_batch`, returning numpy arrays (no Python object per id).
+
+        Returns:
+            ``(ids, offsets)``: ``ids`` of shape ``(sum L_i,)``, ``offsets`` of shape ``(n + 1,)``;
+            text ``i``'s ids are ``ids[offsets[i]:offsets[i + 1]]``.
+        """
+        return self._native.encode_batch_flat(texts, _allowed(allowed_special), num_threads)
+
+    def pre_tokenize(self, text: Text) -> list[str]:
+        """The pieces the pre-tokenizer splits ``text`` into, before BPE (for inspection and tests).
+
+        Pieces are plain text (not byte-level spellings); added tokens are not split off.
+        """
+        return self._native.pre_tokenize(text)
+
+    # --- decoding ------------------------------------------------------------------------------
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        """Decodes ids to text.
+
+        Bytes that do not form valid UTF-8 (a sequence cut inside a character) become U+FFFD, one per
+        maximal invalid sequence, exactly as Hugging Face's ``ByteLevel`` decoder does.
+
+        Raises:
+            TokenizerError: An id outside the vocabulary.
+        """
+        try:
+            return self._native.decode(_ids(ids), skip_special_tokens)
+        except OverflowError:
+            raise _bad_id_error([ids]) from None
+
+    def decode_bytes(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> bytes:
+        """Decodes ids to the exact bytes they stand for (lossless for partial UTF-8)."""
+        try:
+            return self._native.decode_bytes(_ids(ids), skip_special_tokens)
+        except OverflowError:
+            raise _bad_id_error([ids]) from None
+
+    def decode_batch(self, batch: Sequence[Sequence[int]], *, skip_special_tokens: bool = False) -> list[str]:
+        """Decodes many id sequences in parallel."""
+        try:
+            return self._native.decode_batch([_ids(ids) for ids in batch], skip_special_tokens)
+        except OverflowError:
+            raise _bad_id_error(batch) from None
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def save(self, path: PathLike) -> Path:
+        """Writes a Hugging Face ``tokenizer.json``.
+
+        Args:
+            path: File path, or an existing directory (then ``<path>/tokenizer.json``).
+
+        Returns:
+            The path written. ``tokenizers.Tokenizer.from_file`` and
+            ``transformers.PreTrainedTokenizerFast(tokenizer_file=...)`` load it and encode identically.
+        """
+        p = Path(path)
+        if p.is_dir():
+            p = p / "tokenizer.json"
+        self._native.save(os.fspath(p))
+        return p
+
+    def to_json(self) -> str:
+        """The ``tokenizer.json`` text."""
+        return self._native.to_json()
+
+    def to_hf(self, **kwargs: Any) -> PreTrainedTokenizerFast:
+        """This tokenizer as a ``transformers.PreTrainedTokenizerFast`` (imports transformers lazily).
+
+        Args:
+            **kwargs: Passed on (``eos_token=...``, ``pad_token=...``, ``model_max_length=...``).
+        """
+        from tokenizers import Tokenizer as HFTokenizer
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast(tokenizer_object=HFTokenizer.from_str(self.to_json()), **kwargs)
+
+    # --- vocabulary ----------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the id space (largest id + 1), added tokens included."""
+        return self._native.vocab_size
+
+    @property
+    def pattern(self) -> str | None:
+        """The pre-tokenizer regex."""
+        return self._native.pattern
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of a token spelled as in ``tokenizer.json`` (``"Ġthe"``), or ``None``."""
+        return self._native.token_to_id(token)
+
+    def id_to_token(self, id: int) -> str | None:
+        """Spelling of ``id`` as in ``tokenizer.json``, or ``None``."""
+        return self._native.id_to_token(id)
+
+    def id_to_bytes(self, id: int) -> bytes | None:
+        """The bytes ``id`` stands for, or ``None``."""
+        return self._native.id_to_bytes(id)
+
+    def get_vocab(self) -> dict[str, int]:
+        """``{spelling: id}`` for every token, added tokens included."""
+        return self._native.get_vocab()
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """``{content: id}`` of the special tokens."""
+        return {c: i for c, i, special in self._native.added_tokens() if special}
+
+    @property
+    def added_tokens(self) -> dict[str, int]:
+        """``{content: id}`` of every added token, special or not."""
+        return {c: i for c, i, _ in self._native.added_tokens()}
+
+    def special_token_id(self, token: str) -> int:
+        """Id of a special token.
+
+        Raises:
+            KeyError: ``token`` is not a special token of this tokenizer.
+        """
+        try:
+            return self.special_tokens[token]
+        except KeyError:
+            raise KeyError(
+                f"{token!r} is not a special token (special tokens: {sorted(self.special_tokens)})"
+            ) from None
+
+    def mergeable_ranks(self) -> dict[bytes, int]:
+        """``{bytes: id}`` of the BPE vocabulary, the form ``tiktoken.Encoding`` takes."""
+        return dict(self._native.byte_vocab())
+
+    # --- Python protocol -----------------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (Tokenizer.from_str, (self.to_json(),))
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, special_tokens={list(self.special_tokens)})"
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+
+def load_tokenizer(path: PathLike) -> Tokenizer | PreTrainedTokenizerBase:
+    """Loads alignfw's tokenizer when the files are byte-level BPE, else Hugging Face's.
+
+    Args:
+        path: A ``tokenizer.json``, a directory with ``tokenizer.json`` or ``vocab.json`` +
+            ``merges.txt``, or anything ``transformers.AutoTokenizer.from_pretrained`` accepts.
+
+    Returns:
+        :class:`Tokenizer` for the byte-level BPE family (GPT-2, Llama 3, Qwen2, ...); otherwise a
+        ``transformers`` tokenizer (SentencePiece, WordPiece, ...).
+    """
+    p = Path(path)
+    try:
+        if p.exists():
+            return Tokenizer.from_file(p)
+    except TokenizerFormatError:
+        pass
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(os.fspath(p.parent if p.is_file() else p))

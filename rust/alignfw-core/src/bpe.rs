@@ -1,1 +1,0 @@
-//! Byte-level BPE (issue 3).

@@ -1,0 +1,778 @@
+//! Byte-level BPE (issue 3): pre-tokenize, encode, decode, train, and Hugging Face `tokenizer.json` I/O.
+//!
+//! References: Sennrich et al. 2016 (BPE, <https://arxiv.org/abs/1508.07909>), Radford et al. 2019
+//! (byte-level BPE, GPT-2). Reference implementations this module is tested against: Hugging Face
+//! `tokenizers` (`models/bpe`, `pre_tokenizers/byte_level.rs`, `added_vocabulary.rs`) for ids, files
+//! and training, and tiktoken for speed.
+//!
+//! Pipeline of [`Tokenizer::encode`]:
+//! 1. split the text on added tokens (non-special ones always, special ones only when allowed, so that
+//!    text that merely spells `<|endoftext|>` stays text);
+//! 2. normalize each remaining segment (only NFC is supported);
+//! 3. pre-tokenize it ([`pretokenize`]: hand-written scanners for the GPT-2, Llama 3 and Qwen2 regexes);
+//! 4. BPE-merge each piece's bytes ([`merge`]), through a per-thread piece → ids cache.
+
+pub mod bytelevel;
+mod hf;
+pub mod merge;
+pub mod pretokenize;
+mod train;
+pub mod unicode;
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+
+pub use self::merge::MergeMap;
+pub use self::pretokenize::{Pattern, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN};
+pub use self::train::TrainerConfig;
+use crate::error::{Error, Result};
+
+/// A token added on top of the BPE vocabulary (Hugging Face's `AddedToken`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedToken {
+    pub id: u32,
+    pub content: String,
+    /// Special tokens (`<|endoftext|>`) are matched only when the caller allows them.
+    pub special: bool,
+    pub single_word: bool,
+    pub lstrip: bool,
+    pub rstrip: bool,
+    pub normalized: bool,
+}
+
+impl AddedToken {
+    /// A special token with Hugging Face's defaults for special tokens.
+    pub fn special(id: u32, content: &str) -> Self {
+        AddedToken {
+            id,
+            content: content.to_string(),
+            special: true,
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+            normalized: false,
+        }
+    }
+}
+
+/// One step of the pre-tokenizer, in Hugging Face's terms.
+#[derive(Debug, Clone)]
+pub enum PreStep {
+    /// `Split(pattern, behavior="Isolated", invert=False)`.
+    Split(Pattern),
+    /// `ByteLevel(add_prefix_space, use_regex)`; `use_regex` splits with the GPT-2 regex.
+    ByteLevel {
+        add_prefix_space: bool,
+        use_regex: bool,
+        trim_offsets: bool,
+    },
+}
+
+/// The normalizer: none, or Unicode NFC (Qwen2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalizer {
+    None,
+    Nfc,
+}
+
+/// Which special tokens [`Tokenizer::encode`] may produce from their spelling in the text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AllowedSpecial {
+    /// None: special-token spellings are encoded as plain text (the safe default).
+    #[default]
+    None,
+    /// Every special token.
+    All,
+    /// Only these.
+    Some(Vec<String>),
+}
+
+/// Everything a [`Tokenizer`] is built from; what `tokenizer.json`, `vocab.json` + `merges.txt` and the
+/// trainer produce.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// The BPE model's vocabulary, as Hugging Face spells tokens (byte-level characters).
+    pub vocab: Vec<(String, u32)>,
+    /// Merges in rank order, as pairs of spellings.
+    pub merges: Vec<(String, String)>,
+    pub added: Vec<AddedToken>,
+    pub steps: Vec<PreStep>,
+    pub normalizer: Normalizer,
+    pub ignore_merges: bool,
+    pub unk_token: Option<String>,
+    pub fuse_unk: bool,
+    /// Kept verbatim for [`Tokenizer::to_json`]; alignfw never adds template tokens itself.
+    pub post_processor: Value,
+    pub decoder: Value,
+}
+
+const NO_ID: u32 = u32::MAX;
+
+/// A byte-level BPE tokenizer. Immutable once built, `Send + Sync`, cheap to share behind an `Arc`.
+pub struct Tokenizer {
+    uid: u64,
+    /// id → Hugging Face spelling; `None` for holes in a sparse id space.
+    spellings: Vec<Option<String>>,
+    /// id → bytes it decodes to, flattened: bytes of id `i` are `id_bytes[id_offsets[i]..id_offsets[i + 1]]`.
+    id_bytes: Vec<u8>,
+    id_offsets: Vec<u32>,
+    is_special: Vec<bool>,
+    token_to_id: FxHashMap<String, u32>,
+    /// Model vocabulary keyed by the bytes a token stands for (for `ignore_merges` and tiktoken ranks).
+    bytes_to_id: FxHashMap<Vec<u8>, u32>,
+    /// id of the single-byte token of each byte (`NO_ID` if the vocabulary lacks it).
+    byte_ids: [u32; 256],
+    merges: MergeMap,
+    parts: Parts,
+    unk_id: Option<u32>,
+    matcher_all: Option<(AhoCorasick, Vec<u32>)>,
+    matcher_plain: Option<(AhoCorasick, Vec<u32>)>,
+    /// The whole pre-tokenizer is one regex split with no prefix space: the fast path.
+    single_split: Option<Pattern>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("merges", &self.parts.merges.len())
+            .field("added", &self.parts.added.len())
+            .finish()
+    }
+}
+
+fn matcher(tokens: &[&AddedToken]) -> Result<Option<(AhoCorasick, Vec<u32>)>> {
+    if tokens.is_empty() {
+        return Ok(None);
+    }
+    let ac = AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(tokens.iter().map(|t| t.content.as_str()))
+        .map_err(|e| Error::TokenizerFormat(format!("cannot index added tokens: {e}")))?;
+    Ok(Some((ac, tokens.iter().map(|t| t.id).collect())))
+}
+
+impl Tokenizer {
+    /// Builds a tokenizer, checking that every merge refers to tokens of the vocabulary.
+    pub fn from_parts(parts: Parts) -> Result<Self> {
+        static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+        unicode::init();
+        let bl = bytelevel::byte_level();
+        let mut token_to_id: FxHashMap<String, u32> = FxHashMap::default();
+        let mut max_id: i64 = -1;
+        for (tok, id) in &parts.vocab {
+            if token_to_id.insert(tok.clone(), *id).is_some() {
+                return Err(Error::TokenizerFormat(format!(
+                    "token {tok:?} appears twice in the vocabulary"
+                )));
+            }
+            max_id = max_id.max(*id as i64);
+        }
+        for t in &parts.added {
+            max_id = max_id.max(t.id as i64);
+            if t.content.is_empty() {
+                return Err(Error::TokenizerFormat(format!(
+                    "added token {} has empty content",
+                    t.id
+                )));
+            }
+        }
+        let size = (max_id + 1) as usize;
+        let n_tokens = parts.vocab.len() + parts.added.len();
+        // Ids index dense tables; refuse ids so sparse that the tables would exhaust memory.
+        if size >= NO_ID as usize || size > 16 * n_tokens + (1 << 20) {
+            return Err(Error::TokenizerFormat(format!(
+                "token id {max_id} is far beyond the {n_tokens} tokens of the file: ids must be dense (0..n)"
+            )));
+        }
+        let mut spellings: Vec<Option<String>> = vec![None; size];
+        for (tok, id) in &parts.vocab {
+            if let Some(prev) = &spellings[*id as usize] {
+                return Err(Error::TokenizerFormat(format!(
+                    "tokens {prev:?} and {tok:?} share id {id}"
+                )));
+            }
+            spellings[*id as usize] = Some(tok.clone());
+        }
+        let mut is_special = vec![false; size];
+        for t in &parts.added {
+            match &spellings[t.id as usize] {
+                Some(s) if *s != t.content && token_to_id.get(s) == Some(&t.id) => {
+                    return Err(Error::TokenizerFormat(format!(
+                        "added token {:?} has id {}, which the vocabulary gives to {s:?}",
+                        t.content, t.id
+                    )))
+                }
+                _ => {}
+            }
+            spellings[t.id as usize] = Some(t.content.clone());
+            token_to_id.insert(t.content.clone(), t.id);
+            is_special[t.id as usize] = t.special;
+        }
+        let mut id_bytes = Vec::new();
+        let mut id_offsets = Vec::with_capacity(size + 1);
+        id_offsets.push(0u32);
+        for s in &spellings {
+            if let Some(s) = s {
+                id_bytes.extend_from_slice(&bytelevel::token_bytes(s));
+            }
+            id_offsets.push(id_bytes.len() as u32);
+        }
+        let mut bytes_to_id = FxHashMap::default();
+        for (tok, id) in &parts.vocab {
+            if let Some(b) = bl.decode(tok) {
+                bytes_to_id.insert(b, *id);
+            }
+        }
+        let mut byte_ids = [NO_ID; 256];
+        for (b, slot) in byte_ids.iter_mut().enumerate() {
+            if let Some(&id) = token_to_id.get(bl.byte_to_char[b].encode_utf8(&mut [0; 4]) as &str) {
+                *slot = id;
+            }
+        }
+        let mut merges = MergeMap::default();
+        for (rank, (a, b)) in parts.merges.iter().enumerate() {
+            let lookup = |t: &str| {
+                token_to_id.get(t).copied().ok_or_else(|| {
+                    Error::TokenizerFormat(format!(
+                        "merge {rank} ({a:?} {b:?}): token {t:?} is not in the vocabulary"
+                    ))
+                })
+            };
+            let (ia, ib, im) = (lookup(a)?, lookup(b)?, lookup(&format!("{a}{b}"))?);
+            merges.insert(ia, ib, rank as u32, im);
+        }
+        let unk_id = match &parts.unk_token {
+            Some(u) => Some(
+                *token_to_id
+                    .get(u)
+                    .ok_or_else(|| Error::TokenizerFormat(format!("unk_token {u:?} is not in the vocabulary")))?,
+            ),
+            None => None,
+        };
+        let all: Vec<&AddedToken> = parts.added.iter().collect();
+        let plain: Vec<&AddedToken> = parts.added.iter().filter(|t| !t.special).collect();
+        let single_split = match parts.steps.as_slice() {
+            [PreStep::ByteLevel {
+                add_prefix_space: false,
+                use_regex: true,
+                ..
+            }] => Some(Pattern::Gpt2),
+            [PreStep::Split(p), PreStep::ByteLevel {
+                add_prefix_space: false,
+                use_regex: false,
+                ..
+            }] => Some(p.clone()),
+            _ => None,
+        };
+        Ok(Tokenizer {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            spellings,
+            id_bytes,
+            id_offsets,
+            is_special,
+            token_to_id,
+            bytes_to_id,
+            byte_ids,
+            merges,
+            unk_id,
+            matcher_all: matcher(&all)?,
+            matcher_plain: matcher(&plain)?,
+            single_split,
+            parts,
+        })
+    }
+
+    /// Size of the id space: the largest id plus one (what an embedding table needs).
+    pub fn vocab_size(&self) -> usize {
+        self.spellings.len()
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.token_to_id.get(token).copied()
+    }
+
+    /// The Hugging Face spelling of `id` (byte-level characters for model tokens).
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.spellings.get(id as usize).and_then(|s| s.as_deref())
+    }
+
+    /// The bytes token `id` decodes to.
+    pub fn id_to_bytes(&self, id: u32) -> Option<&[u8]> {
+        let i = id as usize;
+        self.spellings.get(i)?.as_ref()?;
+        Some(&self.id_bytes[self.id_offsets[i] as usize..self.id_offsets[i + 1] as usize])
+    }
+
+    pub fn added_tokens(&self) -> &[AddedToken] {
+        &self.parts.added
+    }
+
+    pub fn parts(&self) -> &Parts {
+        &self.parts
+    }
+
+    /// The regex of the pre-tokenizer's split, if it has one.
+    pub fn pattern(&self) -> Option<&str> {
+        self.parts.steps.iter().find_map(|s| match s {
+            PreStep::Split(p) => Some(p.as_str()),
+            PreStep::ByteLevel { use_regex: true, .. } => Some(GPT2_PATTERN),
+            _ => None,
+        })
+    }
+
+    /// The model vocabulary without added tokens, as `(bytes, id)` sorted by id (what tiktoken calls
+    /// mergeable ranks).
+    pub fn byte_vocab(&self) -> Vec<(Vec<u8>, u32)> {
+        let added: rustc_hash::FxHashSet<u32> = self.parts.added.iter().map(|t| t.id).collect();
+        let mut v: Vec<(Vec<u8>, u32)> = self
+            .bytes_to_id
+            .iter()
+            .filter(|(_, i)| !added.contains(i))
+            .map(|(b, &i)| (b.clone(), i))
+            .collect();
+        v.sort_unstable_by_key(|x| x.1);
+        v
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Encoding
+
+    /// Encodes `text` to ids. Special tokens are recognised only if `allowed` allows them; non-special
+    /// added tokens are always recognised (as Hugging Face does). Equals Hugging Face
+    /// `Tokenizer.encode(text, add_special_tokens=False).ids` when every special token is allowed.
+    pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Result<Vec<u32>> {
+        let custom = self.custom_matcher(allowed)?;
+        self.encode_with(text, self.matcher_for(allowed, &custom))
+    }
+
+    /// The added-token matcher for an explicit set of allowed special tokens (`None` otherwise).
+    fn custom_matcher(&self, allowed: &AllowedSpecial) -> Result<Option<(AhoCorasick, Vec<u32>)>> {
+        let AllowedSpecial::Some(names) = allowed else {
+            return Ok(None);
+        };
+        for n in names {
+            if !self.parts.added.iter().any(|t| t.special && &t.content == n) {
+                return Err(Error::InvalidInput(format!(
+                    "{n:?} is not a special token of this tokenizer"
+                )));
+            }
+        }
+        let chosen: Vec<&AddedToken> = self
+            .parts
+            .added
+            .iter()
+            .filter(|t| !t.special || names.contains(&t.content))
+            .collect();
+        matcher(&chosen)
+    }
+
+    fn matcher_for<'a>(
+        &'a self,
+        allowed: &AllowedSpecial,
+        custom: &'a Option<(AhoCorasick, Vec<u32>)>,
+    ) -> Option<&'a (AhoCorasick, Vec<u32>)> {
+        match allowed {
+            AllowedSpecial::None => self.matcher_plain.as_ref(),
+            AllowedSpecial::All => self.matcher_all.as_ref(),
+            AllowedSpecial::Some(_) => custom.as_ref(),
+        }
+    }
+
+    fn encode_with(&self, text: &str, matcher: Option<&(AhoCorasick, Vec<u32>)>) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        with_cache(self.uid, |cache| -> Result<()> {
+            match matcher {
+                None => self.encode_segment(text, cache, &mut out),
+                Some((ac, ids)) => {
+                    let mut last = 0;
+                    for m in ac.find_iter(text) {
+                        // As Hugging Face: `single_word` judges the bare match, `lstrip`/`rstrip` then widen it.
+                        let Some((start, end)) = self.single_word_ok(text, m.start(), m.end()) else {
+                            continue;
+                        };
+                        let (start, end) = self.strip_bounds(text, start, end);
+                        if start < last {
+                            continue;
+                        }
+                        self.encode_segment(&text[last..start], cache, &mut out)?;
+                        out.push(ids[m.pattern().as_usize()]);
+                        last = end;
+                    }
+                    self.encode_segment(&text[last..], cache, &mut out)
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Widens an added-token match over whitespace on the sides its `lstrip` / `rstrip` flags name.
+    fn strip_bounds(&self, text: &str, start: usize, end: usize) -> (usize, usize) {
+        let tok = self.added_for_content(&text[start..end]);
+        let (mut s, mut e) = (start, end);
+        if let Some(t) = tok {
+            if t.lstrip {
+                s = text[..s].trim_end_matches(char::is_whitespace).len();
+            }
+            if t.rstrip {
+                e = text.len() - text[e..].trim_start_matches(char::is_whitespace).len();
+            }
+        }
+        (s, e)
+    }
+
+    /// Rejects a `single_word` token's match inside a word (Hugging Face's rule: neighbours must not be
+    /// alphanumeric or `_`).
+    fn single_word_ok(&self, text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        match self.added_for_content(&text[start..end]) {
+            Some(t) if t.single_word => {
+                let before = text[..start].chars().next_back().is_some_and(word);
+                let after = text[end..].chars().next().is_some_and(word);
+                (!before && !after).then_some((start, end))
+            }
+            _ => Some((start, end)),
+        }
+    }
+
+    fn added_for_content(&self, content: &str) -> Option<&AddedToken> {
+        if self
+            .parts
+            .added
+            .iter()
+            .all(|t| !(t.lstrip || t.rstrip || t.single_word))
+        {
+            return None;
+        }
+        self.parts.added.iter().find(|t| t.content == content)
+    }
+
+    /// The pieces BPE would merge within, after normalization and pre-tokenization (added tokens are
+    /// not split off: this shows the pre-tokenizer alone, as Hugging Face's `pre_tokenize_str`).
+    pub fn pre_tokenize(&self, text: &str) -> Result<Vec<String>> {
+        let mut pieces = Vec::new();
+        self.for_each_piece(text, &mut |p| pieces.push(p.to_string()))?;
+        Ok(pieces)
+    }
+
+    /// Normalizes, pre-tokenizes and merges one segment free of added tokens.
+    fn encode_segment(&self, text: &str, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
+        if let (Some(p), Normalizer::None) = (&self.single_split, self.parts.normalizer) {
+            // Fast path: one regex split, no normalization, no prefix space.
+            return p.split(text, &mut |piece| self.encode_piece(piece.as_bytes(), cache, out));
+        }
+        let mut pieces: Vec<String> = Vec::new();
+        self.for_each_piece(text, &mut |p| pieces.push(p.to_string()))?;
+        for piece in &pieces {
+            self.encode_piece(piece.as_bytes(), cache, out);
+        }
+        Ok(())
+    }
+
+    /// Normalizes `text` and calls `f` on each pre-tokenized piece.
+    fn for_each_piece(&self, text: &str, f: &mut dyn FnMut(&str)) -> Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let text: Cow<str> = match self.parts.normalizer {
+            Normalizer::Nfc if is_nfc_quick(text.chars()) != IsNormalized::Yes => Cow::Owned(text.nfc().collect()),
+            _ => Cow::Borrowed(text),
+        };
+        if let Some(p) = &self.single_split {
+            return p.split(&text, &mut |piece| f(piece));
+        }
+        // General path: apply each step to every piece in turn.
+        let mut pieces: Vec<Cow<str>> = vec![text];
+        for step in &self.parts.steps {
+            let mut next: Vec<Cow<str>> = Vec::with_capacity(pieces.len());
+            for piece in &pieces {
+                match step {
+                    PreStep::Split(p) => p.split(piece, &mut |x| next.push(Cow::Owned(x.to_string())))?,
+                    PreStep::ByteLevel {
+                        add_prefix_space,
+                        use_regex,
+                        ..
+                    } => {
+                        let piece: Cow<str> = if *add_prefix_space && !piece.starts_with(' ') {
+                            Cow::Owned(format!(" {piece}"))
+                        } else {
+                            Cow::Borrowed(piece.as_ref())
+                        };
+                        if *use_regex {
+                            Pattern::Gpt2.split(&piece, &mut |x| next.push(Cow::Owned(x.to_string())))?;
+                        } else {
+                            next.push(Cow::Owned(piece.into_owned()));
+                        }
+                    }
+                }
+            }
+            pieces = next;
+        }
+        for piece in &pieces {
+            f(piece);
+        }
+        Ok(())
+    }
+
+    /// BPE on one piece's bytes, through the cache.
+    #[inline]
+    fn encode_piece(&self, piece: &[u8], cache: &mut PieceCache, out: &mut Vec<u32>) {
+        if piece.len() == 1 {
+            let id = self.byte_ids[piece[0] as usize];
+            if id != NO_ID {
+                out.push(id);
+                return;
+            }
+        }
+        if self.parts.ignore_merges {
+            if let Some(&id) = self.bytes_to_id.get(piece) {
+                out.push(id);
+                return;
+            }
+        }
+        if piece.len() > MAX_CACHED_PIECE {
+            self.merge_piece(piece, &mut cache.scratch_ids, &mut cache.scratch_pairs);
+            out.extend_from_slice(&cache.scratch_ids);
+            return;
+        }
+        let key = short_key(piece);
+        let hit = match key {
+            Some(k) => cache.short.get(&k),
+            None => cache.long.get(piece),
+        };
+        if let Some(&(start, len)) = hit {
+            out.extend_from_slice(&cache.arena[start as usize..(start + len) as usize]);
+            return;
+        }
+        self.merge_piece(piece, &mut cache.scratch_ids, &mut cache.scratch_pairs);
+        out.extend_from_slice(&cache.scratch_ids);
+        if cache.short.len() + cache.long.len() >= MAX_CACHE_ENTRIES || cache.arena.len() >= MAX_CACHE_IDS {
+            cache.clear();
+        }
+        let slot = (cache.arena.len() as u32, cache.scratch_ids.len() as u32);
+        cache.arena.extend_from_slice(&cache.scratch_ids);
+        match key {
+            Some(k) => cache.short.insert(k, slot),
+            None => cache.long.insert(piece.into(), slot),
+        };
+    }
+
+    /// BPE without the cache, into `ids`: byte symbols (unknown bytes become `unk` or are dropped, as
+    /// in Hugging Face), then merges.
+    fn merge_piece(&self, piece: &[u8], ids: &mut Vec<u32>, scratch: &mut Vec<(u32, u32)>) {
+        ids.clear();
+        for &b in piece {
+            let id = self.byte_ids[b as usize];
+            if id != NO_ID {
+                ids.push(id);
+            } else if let Some(unk) = self.unk_id {
+                if !(self.parts.fuse_unk && ids.last() == Some(&unk)) {
+                    ids.push(unk);
+                }
+            }
+        }
+        self.merges.apply(ids, scratch);
+    }
+
+    /// Encodes many texts in parallel on `num_threads` threads (rayon's global pool when `None`).
+    pub fn encode_batch<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        allowed: &AllowedSpecial,
+        num_threads: Option<usize>,
+    ) -> Result<Vec<Vec<u32>>> {
+        let custom = self.custom_matcher(allowed)?;
+        let matcher = self.matcher_for(allowed, &custom);
+        let run = || {
+            texts
+                .par_iter()
+                .with_min_len(1)
+                .map(|t| self.encode_with(t.as_ref(), matcher))
+                .collect()
+        };
+        match num_threads {
+            Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
+            Some(1) => texts.iter().map(|t| self.encode_with(t.as_ref(), matcher)).collect(),
+            Some(n) => Ok(pool(n)?.install(run)?),
+            None => run(),
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Decoding
+
+    fn check_id(&self, id: u32) -> Result<usize> {
+        let i = id as usize;
+        match self.spellings.get(i) {
+            Some(Some(_)) => Ok(i),
+            _ => Err(Error::Tokenize(format!(
+                "id {id} is not in the vocabulary (ids run from 0 to {})",
+                self.spellings.len().saturating_sub(1)
+            ))),
+        }
+    }
+
+    /// The concatenated bytes of `ids` (special tokens included unless `skip_special`).
+    pub fn decode_bytes(&self, ids: &[u32], skip_special: bool) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            let i = self.check_id(id)?;
+            if skip_special && self.is_special[i] {
+                continue;
+            }
+            out.extend_from_slice(&self.id_bytes[self.id_offsets[i] as usize..self.id_offsets[i + 1] as usize]);
+        }
+        Ok(out)
+    }
+
+    /// Decodes to text; bytes that are not valid UTF-8 (a token boundary inside a character) become
+    /// U+FFFD, one per maximal invalid sequence, exactly as Hugging Face's `ByteLevel` decoder does.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        let bytes = self.decode_bytes(ids, skip_special)?;
+        Ok(match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
+    /// Decodes many sequences in parallel.
+    pub fn decode_batch(&self, batch: &[Vec<u32>], skip_special: bool) -> Result<Vec<String>> {
+        batch.par_iter().map(|ids| self.decode(ids, skip_special)).collect()
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Files
+
+    /// Reads a Hugging Face `tokenizer.json`.
+    pub fn from_json(json: &str) -> Result<Self> {
+        hf::from_json(json)
+    }
+
+    /// Reads GPT-2 style `vocab.json` + `merges.txt` contents. `pattern`: the pre-tokenizer regex;
+    /// `special_tokens`: vocabulary entries (or new tokens, appended) to mark special.
+    pub fn from_vocab_merges(
+        vocab_json: &str,
+        merges_txt: &str,
+        pattern: Pattern,
+        special_tokens: &[String],
+    ) -> Result<Self> {
+        hf::from_vocab_merges(vocab_json, merges_txt, pattern, special_tokens)
+    }
+
+    /// Writes a Hugging Face `tokenizer.json` (pretty-printed).
+    pub fn to_json(&self) -> String {
+        hf::to_json(self)
+    }
+
+    /// Trains a new tokenizer on text files, exactly as Hugging Face's `BpeTrainer` with the byte-level
+    /// alphabet as its initial alphabet.
+    pub fn train_from_files(files: &[String], config: &TrainerConfig) -> Result<Self> {
+        train::train_from_files(files, config)
+    }
+
+    /// Trains on in-memory texts (each text is split into lines, as the file trainer does).
+    pub fn train_from_texts<S: AsRef<str> + Sync>(texts: &[S], config: &TrainerConfig) -> Result<Self> {
+        train::train_from_texts(texts, config)
+    }
+}
+
+// --------------------------------------------------------------------------------------------------
+// Per-thread piece cache and thread pools
+
+/// Pieces longer than this are not cached (they rarely repeat and would bloat the cache).
+const MAX_CACHED_PIECE: usize = 128;
+/// The cache is cleared when it reaches this many pieces or ids, bounding memory per thread and
+/// tokenizer (about 8 MB).
+const MAX_CACHE_ENTRIES: usize = 1 << 18;
+const MAX_CACHE_IDS: usize = 1 << 20;
+/// Caches kept per thread (one per recently used tokenizer).
+const MAX_CACHES_PER_THREAD: usize = 4;
+
+/// Piece → ids. Pieces of up to 15 bytes (nearly all) are keyed inline by a `u128`, so a lookup
+/// touches no key allocation; ids live in one arena.
+#[derive(Default)]
+struct PieceCache {
+    short: FxHashMap<u128, (u32, u32)>,
+    long: FxHashMap<Box<[u8]>, (u32, u32)>,
+    arena: Vec<u32>,
+    scratch_ids: Vec<u32>,
+    scratch_pairs: Vec<(u32, u32)>,
+}
+
+impl PieceCache {
+    fn clear(&mut self) {
+        self.short.clear();
+        self.long.clear();
+        self.arena.clear();
+    }
+}
+
+/// The bytes of a piece of at most 15 bytes, zero-padded, with the length in the last byte.
+#[inline(always)]
+fn short_key(piece: &[u8]) -> Option<u128> {
+    if piece.len() > 15 {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    buf[..piece.len()].copy_from_slice(piece);
+    buf[15] = piece.len() as u8;
+    Some(u128::from_le_bytes(buf))
+}
+
+thread_local! {
+    static CACHES: RefCell<Vec<(u64, PieceCache)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's cache for tokenizer `uid`. Lock-free: each thread owns its caches.
+fn with_cache<R>(uid: u64, f: impl FnOnce(&mut PieceCache) -> R) -> R {
+    CACHES.with(|cell| {
+        let Ok(mut caches) = cell.try_borrow_mut() else {
+            // Re-entered on this thread (cannot happen through the public API): run uncached.
+            return f(&mut PieceCache::default());
+        };
+        let i = match caches.iter().position(|(u, _)| *u == uid) {
+            Some(i) => i,
+            None => {
+                if caches.len() >= MAX_CACHES_PER_THREAD {
+                    caches.remove(0);
+                }
+                caches.push((uid, PieceCache::default()));
+                caches.len() - 1
+            }
+        };
+        f(&mut caches[i].1)
+    })
+}
+
+/// A rayon pool of `n` threads, built once per size and reused so that its threads keep their caches.
+fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = pools.get(&n) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("alignfw-bpe-{i}"))
+            .build()
+            .map_err(|e| Error::InvalidInput(format!("cannot start {n} threads: {e}")))?,
+    );
+    pools.insert(n, p.clone());
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+"""The Python API: batches, threads, accessors, pickling, custom regexes (issue 3, "Python API")."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import numpy as np
+from alignfw.tokenizer import PATTERNS, Tokenizer, load_tokenizer
+
+
+def test_batch_equals_single_on_any_thread_count(trained, corpus_files):
+    tok = trained["llama3"]
+    lines = corpus_files[1].read_text(encoding="utf-8").splitlines(keepends=True)
+    single = [tok.encode(x) for x in lines]
+    for n in (None, 1, 2, 4):
+        assert tok.encode_batch(lines, num_threads=n) == single
+    ids, offsets = tok.encode_batch_flat(lines)
+    assert ids.dtype == np.uint32 and offsets.dtype == np.int64 and offsets.shape == (len(lines) + 1,)
+    assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(lines))] == single
+    assert tok.decode_batch(single) == lines
+    assert tok.decode(ids[offsets[1] : offsets[2]]) == lines[1]  # numpy ids decode too
+
+
+def test_encode_releases_the_gil(trained):
+    # While one thread encodes a large text in Rust, another keeps running Python code.
+    tok, text = trained["gpt2"], "lorem ipsum dolor " * 400_000
+    ticks = 0
+    done = threading.Event()
+
+    def work() -> None:
+        tok.encode(text)
+        done.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    while not done.is_set():
+        ticks += 1
+    t.join()
+    assert ticks > 1000
+
+
+def test_accessors(trained):
+    tok = trained["gpt2"]
+    assert tok.special_tokens == {"<|endoftext|>": 0, "<|pad|>": 1}
+    assert tok.added_tokens == tok.special_tokens
+    assert tok.special_token_id("<|pad|>") == 1
+    assert tok.pattern == PATTERNS["gpt2"]
+    space_the = tok.token_to_id("Ġthe")
+    assert space_the is not None and tok.id_to_token(space_the) == "Ġthe"
+    assert tok.id_to_bytes(space_the) == b" the"
+    assert tok.token_to_id("no such token") is None and tok.id_to_token(10**6) is None
+    vocab = tok.get_vocab()
+    assert len(vocab) == tok.vocab_size == len(tok)
+    ranks = tok.mergeable_ranks()
+    assert len(ranks) == tok.vocab_size - 2 and ranks[b" the"] == space_the
+    assert tok.pre_tokenize("Hello  world!") == ["Hello", " ", " world", "!"]
+    assert "vocab_size" in repr(tok)
+
+
+def test_pickle_round_trip(trained):
+    tok = trained["qwen2"]
+    again = pickle.loads(pickle.dumps(tok))
+    text = "Qwen2 splits digits: 12345 and 'LL contractions."
+    assert again.encode(text) == tok.encode(text)
+
+
+def test_custom_regex_and_train_from_iterator():
+    texts = ["aaa bbb aaa bbb ccc\n" * 50, "abc abc abc\n" * 30]
+    tok = Tokenizer.train_from_iterator(texts, 270, pattern=r"\w+|\s+|[^\w\s]+")
+    assert tok.pattern == r"\w+|\s+|[^\w\s]+"
+    assert tok.pre_tokenize("ab, cd") == ["ab", ",", " ", "cd"]
+    assert tok.decode(tok.encode("aaa ccc!")) == "aaa ccc!"
+    assert len(tok.encode("aaa")) == 1
+
+
+def test_load_tokenizer_prefers_alignfw_for_byte_level_bpe(trained, tmp_path):
+    trained["gpt2"].save(tmp_path / "tokenizer.json")
+    loaded = load_tokenizer(tmp_path)
+    assert isinstance(loaded, Tokenizer)
+    assert loaded.encode("hello") == trained["gpt2"].encode("hello")
+
+
+def test_load_tokenizer_falls_back_to_hf_for_other_families(tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    wp = HFTokenizer(models.WordPiece({"[UNK]": 0, "hello": 1, "world": 2}, unk_token="[UNK]"))
+    wp.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=wp, unk_token="[UNK]").save_pretrained(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert not isinstance(loaded, Tokenizer)
+    assert loaded("hello world", add_special_tokens=False)["input_ids"] == [1, 2]
+
+
+def test_train_accepts_a_single_path(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("low lower lowest\n" * 20, encoding="utf-8")
+    one = Tokenizer.train(corpus, 262)
+    assert one.get_vocab() == Tokenizer.train([str(corpus)], 262).get_vocab()
+    assert len(one.encode("lowest")) < len("lowest")
