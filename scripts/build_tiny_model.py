@@ -2,7 +2,8 @@
 
     python scripts/build_tiny_model.py            # ~1 minute on 2 cores
 
-1. Trains a byte-level BPE vocabulary on the demo task's text.
+1. Trains a byte-level BPE vocabulary on the demo task's text with alignfw's own Rust trainer
+   (``alignfw.tokenizer``; the same merges as Hugging Face's ``BpeTrainer`` at these settings).
 2. Pre-trains a 2-layer GPT-2 (about 0.1 M parameters) on *noisy* translations of the built-in
    task (``alignfw.plugins.data.tiny_task``): each word is translated correctly with probability
    ``--p-correct`` and by the decoy dictionary otherwise, so the model starts as a plausible but
@@ -39,17 +40,11 @@ def corpus(task: TinyTask, n: int, rng: random.Random, p_correct: float) -> list
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, out: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """GPT-2 pre-tokenizer, 256 byte-level symbols, two special tokens (ids 0 and 1)."""
+    from alignfw.tokenizer import Tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=PAD, padding_side="left")
+    tok = Tokenizer.train_from_iterator(texts, vocab_size, special_tokens=[EOS, PAD], pattern="gpt2")
+    fast = tok.to_hf(eos_token=EOS, bos_token=EOS, pad_token=PAD, padding_side="left")
     fast.save_pretrained(out)
     return fast
 

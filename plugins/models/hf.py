@@ -26,6 +26,9 @@ class HFModelConfig:
     tokenizer: str | None = None  #: tokenizer directory if not ``path``
     dtype: str = "auto"  #: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16
     attn_implementation: str | None = None  #: eager, sdpa, alignfw (the fused Triton kernel), ...
+    #: encode/decode rollouts with alignfw's Rust BPE when the tokenizer is byte-level BPE
+    #: (GPT-2, Llama 3, Qwen2 families); other families always use Hugging Face's tokenizer
+    fast_tokenizer: bool = True
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     revision: str | None = None
@@ -84,14 +87,29 @@ def build_hf_model(cfg: HFModelConfig, ctx=None):
 
             register_attention()
         kwargs["attn_implementation"] = cfg.attn_implementation
+    tok_path = resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path
     try:
         lm = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
-        tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path, trust_remote_code=cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.trust_remote_code)
     except OSError as e:
         raise ConfigError(f"could not load model.path={cfg.path!r}: {e}".strip()) from e
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable()
-    return CausalLM(lm, tok, device)
+    return CausalLM(lm, tok, device, fast_tokenizer=_native_tokenizer(tok_path) if cfg.fast_tokenizer else None)
+
+
+def _native_tokenizer(path: str):
+    """alignfw's tokenizer for a local byte-level BPE ``tokenizer.json``, else None (HF is used)."""
+    from alignfw.exceptions import TokenizerFormatError
+    from alignfw.tokenizer import Tokenizer
+
+    file = Path(path) / "tokenizer.json"
+    if not file.is_file():
+        return None
+    try:
+        return Tokenizer.from_file(file)
+    except TokenizerFormatError:  # another family (SentencePiece, WordPiece, ...): Hugging Face's
+        return None
 
 
 @hookimpl

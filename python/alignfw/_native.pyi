@@ -9,7 +9,7 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AlignfwError", "InvalidInputError", "TokenizerError", "TokenizerFormatError", "gae", "gae_into"]
+__all__ = ["AlignfwError", "BpeTokenizer", "InvalidInputError", "TokenizerError", "TokenizerFormatError", "gae", "gae_into"]
 
 class AlignfwError(Exception): ...
 class InvalidInputError(AlignfwError): ...

@@ -64,10 +64,14 @@ class Generation:
 class CausalLM:
     """A policy: ``lm`` (``transformers`` causal LM), ``tokenizer``, optional ``value_head``, optional ``ref``."""
 
-    def __init__(self, lm: Any, tokenizer: Any, device: torch.device | str = "cpu") -> None:
+    def __init__(self, lm: Any, tokenizer: Any, device: torch.device | str = "cpu", fast_tokenizer: Any = None) -> None:
+        """``fast_tokenizer``: an :class:`alignfw.tokenizer.Tokenizer` with the same vocabulary, used
+        for the encode/decode calls of rollouts (Rust, GIL released, parallel over the batch); the
+        Hugging Face ``tokenizer`` remains for saving and for everything else."""
         self.device = torch.device(device)
         self.lm = lm.to(self.device)
         self.tokenizer = tokenizer
+        self.fast_tokenizer = fast_tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
@@ -111,10 +115,30 @@ class CausalLM:
 
     # -- data ---------------------------------------------------------------------------------
 
+    def encode_texts(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, no special tokens added (special-token spellings in the text
+        stay plain text with the alignfw tokenizer)."""
+        if self.fast_tokenizer is not None:
+            return self.fast_tokenizer.encode_batch(texts)
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def decode_texts(self, ids: list[list[int]]) -> list[str]:
+        """Text of each id list, special tokens dropped."""
+        if self.fast_tokenizer is not None:
+            return self.fast_tokenizer.decode_batch(ids, skip_special_tokens=True)
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and mask, both ``(b, P)``."""
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        ids = self.encode_texts(prompts)
+        P = max((len(x) for x in ids), default=0)
+        out = torch.full((len(ids), P), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), P), dtype=torch.long)
+        for i, x in enumerate(ids):
+            if x:
+                out[i, P - len(x) :] = torch.tensor(x, dtype=torch.long)
+                mask[i, P - len(x) :] = 1
+        return out.to(self.device), mask.to(self.device)
 
     def encode_pairs(self, prompts: list[str], responses: list[str]) -> Generation:
         """Given (prompt, response) pairs as a :class:`Generation`, for :meth:`score` (SFT, DPO, ranking).
@@ -134,7 +158,7 @@ class CausalLM:
         p_ids, p_mask = self.encode_prompts(prompts)  # (b, P), left-padded
         if p_ids.shape[1] == 0:
             raise ValueError("encode_pairs needs non-empty prompts (the first response token is predicted from the prompt)")
-        resp = [ids + [tok.eos_token_id] for ids in tok(responses, add_special_tokens=False)["input_ids"]]
+        resp = [ids + [tok.eos_token_id] for ids in self.encode_texts(responses)]
         R = max(len(r) for r in resp)
         r_ids = torch.full((len(resp), R), tok.pad_token_id, dtype=torch.long)
         r_mask = torch.zeros((len(resp), R), dtype=torch.long)
@@ -173,7 +197,8 @@ class CausalLM:
         after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
         response_mask = (~after_eos).long()
         attention_mask = torch.cat([mask, response_mask], dim=1)
-        texts = tok.batch_decode(resp.masked_fill(~response_mask.bool(), tok.pad_token_id), skip_special_tokens=True)
+        lengths = response_mask.sum(1).tolist()
+        texts = self.decode_texts([row[:n] for row, n in zip(resp.tolist(), lengths)])
         return Generation(out, attention_mask, response_mask, P, texts)
 
     # -- scoring ------------------------------------------------------------------------------

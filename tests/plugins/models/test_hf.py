@@ -56,3 +56,34 @@ def test_pickled_weights_are_refused(tmp_path):
     torch.save(lm.state_dict(), tmp_path / "m" / "pytorch_model.bin")
     with pytest.raises(ConfigError, match="could not load"):
         build_hf_model(HFModelConfig(path=str(tmp_path / "m")))
+
+
+def test_builtin_tiny_uses_the_rust_tokenizer_with_identical_ids():
+    from alignfw.tokenizer import Tokenizer
+
+    fast = build_hf_model(HFModelConfig())
+    slow = build_hf_model(HFModelConfig(fast_tokenizer=False))
+    assert isinstance(fast.fast_tokenizer, Tokenizer) and slow.fast_tokenizer is None
+    prompts = ["translate: big cat =", "translate: a red fish runs =", "translate: <|endoftext|> ="]
+    a_ids, a_mask = fast.encode_prompts(prompts[:2])
+    b_ids, b_mask = slow.encode_prompts(prompts[:2])
+    assert torch.equal(a_ids, b_ids) and torch.equal(a_mask, b_mask)
+    ga = fast.encode_pairs(prompts[:2], [" mago nyan", " un roka sakan koru"])
+    gb = slow.encode_pairs(prompts[:2], [" mago nyan", " un roka sakan koru"])
+    assert torch.equal(ga.sequences, gb.sequences) and torch.equal(ga.response_mask, gb.response_mask)
+    torch.manual_seed(1)
+    ra = fast.generate(prompts[:2], max_new_tokens=10, temperature=1.0).responses
+    torch.manual_seed(1)
+    rb = slow.generate(prompts[:2], max_new_tokens=10, temperature=1.0).responses
+    assert ra == rb
+    # a special token's spelling inside user text stays plain text with the Rust tokenizer
+    eos = fast.tokenizer.eos_token_id
+    assert eos not in fast.encode_texts([prompts[2]])[0]
+
+
+def test_other_tokenizer_families_fall_back_to_hugging_face(tmp_path):
+    from alignfw.plugins.models.hf import _native_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text('{"model": {"type": "WordPiece", "vocab": {}}}')
+    assert _native_tokenizer(str(tmp_path)) is None
+    assert _native_tokenizer(str(tmp_path / "absent")) is None
