@@ -37,6 +37,7 @@ from alignfw.rollout import (
     k3_kl,
     masked_mean,
     minibatch_epochs,
+    require_reward,
 )
 from alignfw.types import Record
 
@@ -70,9 +71,7 @@ class GRPO:
     def __init__(self, cfg: GRPOConfig, ctx: Any) -> None:
         from alignfw.exceptions import ConfigError
 
-        if ctx.reward is None:
-            names = ", ".join(ctx.registry.names("reward"))
-            raise ConfigError(f"GRPO needs a reward: add +reward=<name> (installed: {names})")
+        require_reward(ctx, "GRPO")
         if cfg.num_generations < 2:
             raise ConfigError(f"algo.num_generations={cfg.num_generations}: GRPO compares samples of one prompt, so it needs >= 2")
         if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:

@@ -26,7 +26,7 @@ import torch
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
 from alignfw.ops import gae
-from alignfw.rollout import AdaptiveKLController, compute_rewards, masked_mean, masked_whiten, minibatch_epochs
+from alignfw.rollout import AdaptiveKLController, compute_rewards, masked_mean, masked_whiten, minibatch_epochs, require_reward
 from alignfw.types import Record
 
 __all__ = ["PPO", "PPOConfig", "clipped_policy_loss", "clipped_value_loss", "kl_shaped_rewards"]
@@ -64,9 +64,7 @@ class PPO:
     def __init__(self, cfg: PPOConfig, ctx: Any) -> None:
         from alignfw.exceptions import ConfigError
 
-        if ctx.reward is None:
-            names = ", ".join(ctx.registry.names("reward"))
-            raise ConfigError(f"PPO needs a reward: add +reward=<name> (installed: {names})")
+        require_reward(ctx, "PPO")
         if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1:
             raise ConfigError("algo.minibatch_size and algo.ppo_epochs must be >= 1")
         self.cfg = cfg

@@ -32,7 +32,7 @@ from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, disable_dropout
 from alignfw.ops import gae
 from alignfw.plugins.algorithms.ppo import kl_shaped_rewards
-from alignfw.rollout import LOSS_AGGREGATIONS, compute_rewards, masked_mean, masked_whiten
+from alignfw.rollout import LOSS_AGGREGATIONS, compute_rewards, masked_mean, masked_whiten, require_reward
 from alignfw.types import Record
 
 __all__ = ["Reinforce", "ReinforceConfig", "discounted_returns", "update_baseline"]
@@ -62,9 +62,7 @@ class Reinforce:
     def __init__(self, cfg: ReinforceConfig, ctx: Any) -> None:
         from alignfw.exceptions import ConfigError
 
-        if ctx.reward is None:
-            names = ", ".join(ctx.registry.names("reward"))
-            raise ConfigError(f"REINFORCE needs a reward: add +reward=<name> (installed: {names})")
+        require_reward(ctx, "REINFORCE")
         if cfg.minibatch_size < 1:
             raise ConfigError("algo.minibatch_size must be >= 1")
         if not 0.0 <= cfg.baseline_decay < 1.0 or not 0.0 <= cfg.gamma <= 1.0:

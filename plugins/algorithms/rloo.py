@@ -28,7 +28,7 @@ import torch
 
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
-from alignfw.rollout import AdaptiveKLController, clipped_surrogate, compute_rewards, leave_one_out_advantages, minibatch_epochs
+from alignfw.rollout import AdaptiveKLController, clipped_surrogate, compute_rewards, leave_one_out_advantages, minibatch_epochs, require_reward
 from alignfw.types import Record
 
 __all__ = ["RLOO", "RLOOConfig", "kl_penalised_rewards"]
@@ -60,9 +60,7 @@ class RLOO:
     def __init__(self, cfg: RLOOConfig, ctx: Any) -> None:
         from alignfw.exceptions import ConfigError
 
-        if ctx.reward is None:
-            names = ", ".join(ctx.registry.names("reward"))
-            raise ConfigError(f"RLOO needs a reward: add +reward=<name> (installed: {names})")
+        require_reward(ctx, "RLOO")
         if cfg.num_generations < 2:
             raise ConfigError(f"algo.num_generations={cfg.num_generations}: the leave-one-out baseline needs >= 2 samples per prompt")
         if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:

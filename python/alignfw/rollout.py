@@ -20,6 +20,7 @@ from alignfw.types import Record
 __all__ = [
     "AdaptiveKLController",
     "minibatch_epochs",
+    "require_reward",
     "LOSS_AGGREGATIONS",
     "aggregate_loss",
     "clipped_surrogate",
@@ -58,6 +59,15 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
     if not shift_mean:
         out = out + mean
     return out * mask
+
+
+def require_reward(ctx: Any, algo: str) -> None:
+    """Online algorithms need a reward: stop with the installed names if none was chosen."""
+    if ctx.reward is None:
+        from alignfw.exceptions import ConfigError
+
+        names = ", ".join(ctx.registry.names("reward"))
+        raise ConfigError(f"{algo} needs a reward: add +reward=<name> (installed: {names})")
 
 
 def compute_rewards(
