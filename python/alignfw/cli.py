@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         if argv and argv[0] == "plugins":
-            print_plugins()
+            try:
+                print_plugins()
+            except BrokenPipeError:  # `python -m alignfw plugins | head`
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
         if argv and argv[0] in ("-h", "usage"):
             print(USAGE)
