@@ -133,7 +133,6 @@ class RLOO:
             params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
         )
 
-
     # -- evaluation and state -----------------------------------------------------------------
 
     @torch.no_grad()
