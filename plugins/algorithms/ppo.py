@@ -26,7 +26,15 @@ import torch
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
 from alignfw.ops import gae
-from alignfw.rollout import AdaptiveKLController, compute_rewards, masked_mean, masked_whiten, minibatch_epochs, require_reward
+from alignfw.rollout import (
+    AdaptiveKLController,
+    clipped_surrogate,
+    compute_rewards,
+    masked_mean,
+    masked_whiten,
+    minibatch_epochs,
+    require_reward,
+)
 from alignfw.types import Record
 
 __all__ = ["PPO", "PPOConfig", "clipped_policy_loss", "clipped_value_loss", "kl_shaped_rewards"]
@@ -188,18 +196,19 @@ def kl_shaped_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor
 def clipped_policy_loss(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO's clipped surrogate objective (Schulman et al. 2017, eq. 7), as a loss. Shapes ``(b, R)``."""
-    log_ratio = (logprobs - old_logprobs) * mask
-    ratio = log_ratio.exp()
-    loss_unclipped = -advantages * ratio
-    loss_clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)
-    loss = masked_mean(torch.maximum(loss_unclipped, loss_clipped), mask)
+    """PPO's clipped surrogate objective (Schulman et al. 2017, eq. 7), token-mean, with PPO's stats.
+
+    Shapes ``(b, R)``. The surrogate itself is :func:`alignfw.rollout.clipped_surrogate`.
+    """
+    per_token, st = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip)
+    loss = masked_mean(per_token, mask)
     with torch.no_grad():
+        log_ratio = (logprobs - old_logprobs) * mask
         stats = {
             "loss/policy": loss.item(),
-            "policy/clipfrac": masked_mean((loss_clipped > loss_unclipped).float(), mask).item(),
+            "policy/clipfrac": masked_mean(st["clipped"], mask).item(),
             "policy/approxkl": masked_mean(0.5 * log_ratio**2, mask).item(),
-            "policy/ratio": masked_mean(ratio, mask).item(),
+            "policy/ratio": masked_mean(st["ratio"], mask).item(),
         }
     return loss, stats
 
