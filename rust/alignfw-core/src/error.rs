@@ -17,9 +17,7 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidInput(m) | Error::TokenizerFormat(m) | Error::Tokenize(m) | Error::Io(m) => {
-                f.write_str(m)
-            }
+            Error::InvalidInput(m) | Error::TokenizerFormat(m) | Error::Tokenize(m) | Error::Io(m) => f.write_str(m),
         }
     }
 }

@@ -5,10 +5,30 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::PyErr;
 
-create_exception!(alignfw.exceptions, AlignfwError, PyException, "Base class of every alignfw error.");
-create_exception!(alignfw.exceptions, InvalidInputError, AlignfwError, "Arguments of the wrong shape, type or value.");
-create_exception!(alignfw.exceptions, TokenizerError, AlignfwError, "Encoding or decoding failed (bad id, invalid UTF-8).");
-create_exception!(alignfw.exceptions, TokenizerFormatError, TokenizerError, "A tokenizer file is malformed or unsupported.");
+create_exception!(
+    alignfw.exceptions,
+    AlignfwError,
+    PyException,
+    "Base class of every alignfw error."
+);
+create_exception!(
+    alignfw.exceptions,
+    InvalidInputError,
+    AlignfwError,
+    "Arguments of the wrong shape, type or value."
+);
+create_exception!(
+    alignfw.exceptions,
+    TokenizerError,
+    AlignfwError,
+    "Encoding or decoding failed (bad id, invalid UTF-8)."
+);
+create_exception!(
+    alignfw.exceptions,
+    TokenizerFormatError,
+    TokenizerError,
+    "A tokenizer file is malformed or unsupported."
+);
 
 pub fn to_pyerr(e: alignfw_core::Error) -> PyErr {
     use alignfw_core::Error::*;

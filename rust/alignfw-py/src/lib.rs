@@ -14,6 +14,9 @@ mod _native {
 
     use crate::errors::to_pyerr;
 
+    /// `(advantages, returns)`.
+    type ArrayPair<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>);
+
     #[pymodule_export]
     use crate::errors::{AlignfwError, InvalidInputError, TokenizerError, TokenizerFormatError};
 
@@ -51,7 +54,7 @@ mod _native {
         mask: Option<PyReadonlyArray2<'py, f32>>,
         gamma: f32,
         lam: f32,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)> {
+    ) -> PyResult<ArrayPair<'py>> {
         use numpy::IntoPyArray;
         let (r, v) = (rewards.as_array(), values.as_array());
         let m = mask.as_ref().map(|m| m.as_array());

