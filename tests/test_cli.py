@@ -37,6 +37,10 @@ def test_plugins_command_lists_kinds_origins_options(tmp_path):
     assert r.returncode == 0, r.stderr
     for text in ("rewards  (+reward=<name>)", "bleu", "ppo", "hf_causal_lm", "tiny_task", "(built-in)", "algo.clip_range: float = 0.2"):
         assert text in r.stdout, text
+    # plugins that only implement the run hooks are listed too, with the hooks they implement
+    hooks = r.stdout.split("run hooks")[1]
+    assert "loggers" in hooks and "on_step_end" in hooks
+    assert "report" in hooks and "on_run_end" in hooks and "(built-in)" in hooks
 
 
 def test_missing_algorithm_names_the_choices(tmp_path):

@@ -16,8 +16,9 @@ Algorithms compose these functions; none inherits from another. What is here:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 
@@ -144,28 +145,40 @@ def accumulate_step(
     scheduler: Any,
     micro_batch_size: int,
     max_grad_norm: float | None,
+    no_sync: Callable[[bool], ContextManager[Any]] | None = None,
 ) -> dict[str, float]:
     """One optimizer step on ``records``: accumulate gradients over micro-batches, clip, step.
 
     Each micro-batch's loss is weighted by its share of the records, so the step equals one
     full-batch step whatever ``micro_batch_size`` is (0: the whole batch at once). Returns the
     micro-batch stats averaged with the same weights, plus ``loss/total``, ``grad_norm`` and ``lr``.
+
+    Under torchrun ``records`` is this rank's share (the same size on every rank) and the wrapper
+    averages gradients over ranks, so the step equals the single-process step on the whole batch
+    when the micro-batch size divides the share. ``no_sync(skip)`` (:meth:`CausalLM.no_sync`)
+    keeps every micro-batch's backward but the last one local (one all-reduce per step).
     """
     if not records:
         raise DataError("an offline algorithm step got no records")
+    from alignfw.distributed import is_distributed, to_float
+
     n = len(records)
     acc: dict[str, float] = {}
-    for mb in _micro_batches(records, micro_batch_size):
+    batches = _micro_batches(records, micro_batch_size)
+    for i, mb in enumerate(batches):
         w = len(mb) / n
-        loss, stats = loss_fn(mb)
-        (loss * w).backward()
+        with no_sync(i < len(batches) - 1) if no_sync is not None else contextlib.nullcontext():
+            loss, stats = loss_fn(mb)
+            (loss * w).backward()
         for k, v in {"loss/total": loss.item(), **stats}.items():
             acc[k] = acc.get(k, 0.0) + w * v
     if max_grad_norm is not None and max_grad_norm > 0:
         gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    elif is_distributed():  # the norm of (possibly sharded) gradients without clipping
+        gn = torch.nn.utils.clip_grad_norm_(params, float("inf"))
     else:
         gn = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-    acc["grad_norm"] = float(gn)
+    acc["grad_norm"] = to_float(gn)
     acc["lr"] = optimizer.param_groups[0]["lr"]
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

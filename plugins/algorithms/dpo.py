@@ -113,6 +113,7 @@ class DPO:
             scheduler=self.scheduler,
             micro_batch_size=self.cfg.micro_batch_size,
             max_grad_norm=self.cfg.max_grad_norm,
+            no_sync=self.model.no_sync,
         )
 
     def evaluate(self, records: list[Record]) -> dict[str, float]:

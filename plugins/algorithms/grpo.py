@@ -148,6 +148,7 @@ class GRPO:
         return minibatch_epochs(
             gen, loss_fn, epochs=cfg.ppo_epochs, minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum,
             params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
+            no_sync=model.no_sync,
         )
 
     # -- evaluation and state -----------------------------------------------------------------

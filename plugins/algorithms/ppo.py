@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from alignfw import distributed
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
 from alignfw.ops import gae
@@ -31,7 +32,6 @@ from alignfw.rollout import (
     clipped_surrogate,
     compute_rewards,
     masked_mean,
-    masked_whiten,
     minibatch_epochs,
     require_reward,
 )
@@ -108,15 +108,17 @@ class PPO:
         old_logprobs, old_values = old["logprobs"].float(), old["values"].float()
         kl = (old_logprobs - ref_logprobs.float()) * mask  # (b, R), k1 estimator
         shaped = kl_shaped_rewards(scores, kl, mask, self.kl_ctl.coef)
+        # whitening statistics are global under torchrun: N ranks whiten as one process would
         if cfg.whiten_rewards:
-            shaped = masked_whiten(shaped, mask, shift_mean=False)
+            shaped = distributed.global_masked_whiten(shaped, mask, shift_mean=False)
         advantages, returns = gae(shaped, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)
         if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = distributed.global_masked_whiten(advantages, mask)
 
         stats = self._optimize(gen, old_logprobs, old_values, advantages, returns, mask)
-        seq_kl = kl.sum(1).mean().item()
-        self.kl_ctl.update(seq_kl, len(records))
+        # the KL controller sees the global batch, so every rank keeps the same coefficient
+        seq_kl = distributed.global_mean(kl.sum(1)).item()
+        self.kl_ctl.update(seq_kl, len(records) * distributed.world_size())
         resp_len = mask.sum(1)
         stats.update(
             {
@@ -150,6 +152,7 @@ class PPO:
         return minibatch_epochs(
             gen, loss_fn, epochs=cfg.ppo_epochs, minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum,
             params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
+            no_sync=model.no_sync,
         )
 
     # -- evaluation and state -----------------------------------------------------------------
@@ -165,7 +168,7 @@ class PPO:
         return {
             "optimizer": self.optimizer.state_dict(),
             "kl_ctl": self.kl_ctl.state_dict(),
-            "value_head": self.model.value_head.state_dict() if self.model.value_head is not None else {},
+            "value_head": self.model.policy_state_dict()["value_head"] if self.model.value_head is not None else {},
             "ref": self.ref.state_dict(),
         }
 
@@ -173,7 +176,7 @@ class PPO:
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         if self.model.value_head is not None:
-            self.model.value_head.load_state_dict(state["value_head"])
+            self.model.load_policy_state_dict(value_head_state=state["value_head"])
         self.ref.load_state_dict(state["ref"])
 
 

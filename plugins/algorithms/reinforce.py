@@ -28,11 +28,12 @@ from typing import Any
 
 import torch
 
+from alignfw import distributed
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, disable_dropout
 from alignfw.ops import gae
 from alignfw.plugins.algorithms.ppo import kl_shaped_rewards
-from alignfw.rollout import LOSS_AGGREGATIONS, compute_rewards, masked_mean, masked_whiten, require_reward
+from alignfw.rollout import LOSS_AGGREGATIONS, compute_rewards, masked_mean, require_reward
 from alignfw.types import Record
 
 __all__ = ["Reinforce", "ReinforceConfig", "discounted_returns", "update_baseline"]
@@ -102,7 +103,7 @@ class Reinforce:
             kl = torch.zeros_like(mask)
         rewards = kl_shaped_rewards(scores, kl, mask, cfg.kl_coef)  # (b, R)
         returns = discounted_returns(rewards, mask, cfg.gamma)  # (b, R)
-        batch_return = masked_mean(returns, mask).item()
+        batch_return = distributed.global_masked_mean(returns, mask).item()  # the global batch's, under torchrun
         if cfg.baseline:
             baseline = batch_return if self.baseline is None else self.baseline  # first step: nothing older to use
             advantages = (returns - baseline) * mask
@@ -110,7 +111,7 @@ class Reinforce:
         else:
             advantages = returns
         if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = distributed.global_masked_whiten(advantages, mask)
 
         stats = self._optimize(gen, advantages, mask)
         stats.update(
@@ -132,21 +133,27 @@ class Reinforce:
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
         units = _loss_units(mask, cfg.loss_aggregation)  # (b,): what each sequence adds to the denominator
         total = units.sum().clamp(min=1)
+        world = distributed.world_size()
+        if world > 1:
+            # the global denominator over the ranks' mean of gradients: sum_all / total_all, as in one process
+            total = distributed.all_reduce_sum(units.sum()).clamp(min=1) / world
         loss_sum = 0.0
-        for start in range(0, b, cfg.minibatch_size):
+        starts = list(range(0, b, cfg.minibatch_size))
+        for start in starts:
             sl = slice(start, start + cfg.minibatch_size)
             mb = gen.select(sl)
-            logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
-            per_token = -advantages[sl] * logprobs * mask[sl]  # (n, R)
-            # the minibatch's share of the batch mean, so the accumulated gradient is the full batch's
-            per_seq = per_token.sum(1) if cfg.loss_aggregation == "token" else per_token.sum(1) / mask[sl].sum(1).clamp(min=1)
-            loss = per_seq.sum() / total
-            loss.backward()
+            with model.no_sync(start != starts[-1]):  # one gradient all-reduce per step, on the last minibatch
+                logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
+                per_token = -advantages[sl] * logprobs * mask[sl]  # (n, R)
+                # the minibatch's share of the batch mean, so the accumulated gradient is the full batch's
+                per_seq = per_token.sum(1) if cfg.loss_aggregation == "token" else per_token.sum(1) / mask[sl].sum(1).clamp(min=1)
+                loss = per_seq.sum() / total
+                loss.backward()
             loss_sum += loss.item()
         gn = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"loss/policy": loss_sum, "grad_norm": float(gn), "advantage/mean": masked_mean(advantages, mask).item()}
+        return {"loss/policy": loss_sum, "grad_norm": distributed.to_float(gn), "advantage/mean": masked_mean(advantages, mask).item()}
 
     # -- evaluation and state -----------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from alignfw import distributed
 from alignfw.exceptions import ConfigError, DataError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import disable_dropout
@@ -94,6 +95,14 @@ class RewardModelTrainer:
             disable_dropout(self.rm)
         self.rm.train()
         self.device = next(self.rm.parameters()).device
+        strategy = ctx.extras["distributed"].strategy if "distributed" in ctx.extras else "ddp"
+        if strategy == "fsdp2" and distributed.is_distributed():
+            raise ConfigError(
+                "reward_model training supports distributed.strategy=ddp only (its classifier is saved and checkpointed "
+                "whole); use distributed.strategy=ddp"
+            )
+        #: the module whose forward runs under autograd: DDP's wrapper under torchrun, else ``rm``
+        self.rm_train = distributed.wrap(self.rm, strategy, self.device)
         self.total_steps = ctx.extras["run"].steps
         self.steps_done = 0
         self.optimizer = build_optimizer(list(self.rm.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps)
@@ -106,7 +115,8 @@ class RewardModelTrainer:
         enc = self.tokenizer(
             [p + r for p, r in zip(prompts, responses)], return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length
         ).to(self.device)
-        return self.rm(**enc).logits[:, 0].float()
+        module = self.rm_train if torch.is_grad_enabled() else self.rm  # gradients sync through the wrapper
+        return module(**enc).logits[:, 0].float()
 
     def _loss(self, records: list[Record]) -> tuple[torch.Tensor, dict[str, float]]:
         pair_recs = [r for r in records if r.kind in ("preference", "ranked")]
@@ -148,6 +158,7 @@ class RewardModelTrainer:
             scheduler=self.scheduler,
             micro_batch_size=self.cfg.micro_batch_size,
             max_grad_norm=self.cfg.max_grad_norm,
+            no_sync=lambda skip: distributed.no_sync(self.rm_train, skip),
         )
         self.steps_done += 1
         return stats

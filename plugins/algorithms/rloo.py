@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from alignfw import distributed
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
 from alignfw.rollout import AdaptiveKLController, clipped_surrogate, compute_rewards, leave_one_out_advantages, minibatch_epochs, require_reward
@@ -95,12 +96,13 @@ class RLOO:
             ref_logprobs = model.score(gen, temperature=self.temperature, lm=self.ref)["logprobs"].float()
         rewards, seq_kl = kl_penalised_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.coef)  # (b,), (b,)
         advantages = leave_one_out_advantages(rewards, k)  # (b,)
-        if cfg.whiten_advantages:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if cfg.whiten_advantages:  # over every rank's samples under torchrun
+            adv_mean, adv_std = distributed.global_mean_std(advantages)
+            advantages = (advantages - adv_mean) / (adv_std + 1e-8)
         old_seq_logprobs = (old_logprobs * mask).sum(1)  # (b,), log pi_old(y|x)
 
         stats = self._optimize(gen, old_seq_logprobs, advantages, mask)
-        self.kl_ctl.update(seq_kl.mean().item(), len(records))
+        self.kl_ctl.update(distributed.global_mean(seq_kl).item(), len(records) * distributed.world_size())
         stats.update(
             {
                 "reward/mean": scores.mean().item(),
@@ -131,6 +133,7 @@ class RLOO:
         return minibatch_epochs(
             gen, loss_fn, epochs=cfg.ppo_epochs, minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum,
             params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
+            no_sync=model.no_sync,
         )
 
     # -- evaluation and state -----------------------------------------------------------------

@@ -77,6 +77,7 @@ class SFT:
             scheduler=self.scheduler,
             micro_batch_size=self.cfg.micro_batch_size,
             max_grad_norm=self.cfg.max_grad_norm,
+            no_sync=self.model.no_sync,
         )
         stats["loss/sft"] = stats.pop("nll_per_record") / max(stats.pop("tokens_per_record"), 1e-8)
         return stats

@@ -110,6 +110,7 @@ class SFTRanking:
             scheduler=self.scheduler,
             micro_batch_size=self.cfg.micro_batch_size,
             max_grad_norm=self.cfg.max_grad_norm,
+            no_sync=self.model.no_sync,
         )
 
     def evaluate(self, records: list[Record]) -> dict[str, float]:

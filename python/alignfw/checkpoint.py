@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ from safetensors.torch import load_file, save_file
 
 from alignfw.exceptions import CheckpointError
 
-__all__ = ["find_checkpoint", "load_state", "save_checkpoint", "save_state"]
+__all__ = ["EncodedState", "encode_state", "find_checkpoint", "load_state", "save_checkpoint", "save_state"]
 
 
 def _encode(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
+        if hasattr(obj, "full_tensor"):  # an FSDP2 shard (DTensor): gathered, so every rank must encode
+            obj = obj.full_tensor()
         tensors[key] = obj.detach().cpu().contiguous().clone()
         return {"__tensor__": key}
     if isinstance(obj, dict):
@@ -55,12 +58,27 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def save_state(directory: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` as ``state.safetensors`` + ``state.json`` into ``directory`` (not atomic by itself)."""
+@dataclass
+class EncodedState:
+    """A trainer state split into its JSON tree and its CPU tensors, ready to write."""
+
+    tree: Any
+    tensors: dict[str, torch.Tensor]
+
+
+def encode_state(state: dict[str, Any]) -> EncodedState:
+    """Split ``state`` into JSON and tensors. Under FSDP2 sharded tensors are gathered here, so in a
+    multi-process run every rank encodes (in the same order) and rank 0 writes the result."""
     tensors: dict[str, torch.Tensor] = {}
     tree = _encode(state, "s", tensors)
-    save_file(tensors, str(directory / "state.safetensors"))
-    (directory / "state.json").write_text(json.dumps(tree))
+    return EncodedState(tree, tensors)
+
+
+def save_state(directory: Path, state: dict[str, Any] | EncodedState) -> None:
+    """Write ``state`` as ``state.safetensors`` + ``state.json`` into ``directory`` (not atomic by itself)."""
+    enc = state if isinstance(state, EncodedState) else encode_state(state)
+    save_file(enc.tensors, str(directory / "state.safetensors"))
+    (directory / "state.json").write_text(json.dumps(enc.tree))
 
 
 def load_state(directory: Path) -> dict[str, Any]:
@@ -74,7 +92,7 @@ def load_state(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); it may be truncated: resume from an earlier checkpoint") from e
 
 
-def save_checkpoint(run_dir: Path, step: int, model: Any, state: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model: Any, state: dict[str, Any] | EncodedState, keep: int = 2) -> Path:
     """Write a complete checkpoint atomically and prune all but the newest ``keep``."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,11 @@ Training is a Hydra app over ``alignfw/conf`` plus every plugin's config datacla
 features work (``--multirun``, ``--cfg job``, ``hydra.run.dir=...``). Errors alignfw raises on
 purpose (a missing path, an unknown plugin, a NaN reward) print as one message with the fix and
 exit with status 2, without a traceback; ``ALIGNFW_DEBUG=1`` shows the traceback.
+
+Under torchrun (``WORLD_SIZE > 1``) the same command runs in every rank. Ranks other than 0 get
+Hydra's run directory in a throw-away temporary folder (the pipeline uses rank 0's directory), and
+an error message names the rank it came from. A rank that fails exits at once without leaving the
+process group, so its peers' pending collectives fail instead of waiting, and torchrun stops them.
 """
 
 from __future__ import annotations
@@ -45,8 +50,39 @@ def main(argv: list[str] | None = None) -> None:
 def _fail(e: BaseException) -> None:
     if os.environ.get("ALIGNFW_DEBUG"):
         raise e
-    print(f"alignfw: error: {e}", file=sys.stderr)
+    print(f"alignfw: error{_rank_tag()}: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def _rank_tag() -> str:
+    """`` (rank N of W)`` under torchrun, else empty."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
+    return f" (rank {rank} of {world})" if world not in ("", "1") else ""
+
+
+def _peer_failure(e: BaseException) -> bool:
+    """A collective that failed because another rank left (its own message explains why)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    return isinstance(e, (dist.DistError, RuntimeError)) and any(
+        s in str(e) for s in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL", "Timed out", "timeout")
+    )
+
+
+def _rank_overrides() -> list[str]:
+    """Hydra overrides for ranks other than 0: their Hydra run directory is a temporary folder
+    (rank 0's directory is broadcast to them), so only rank 0 writes outputs."""
+    if os.environ.get("RANK", "0") in ("", "0"):
+        return []
+    import atexit
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix=f"alignfw-rank{os.environ['RANK']}-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return [f"hydra.run.dir={tmp}", "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
 
 
 def _train(argv: list[str]) -> None:
@@ -81,8 +117,12 @@ def _train(argv: list[str]) -> None:
             pipeline.run(typed, Path(run_dir), resolved)
         except AlignfwError as e:  # inside Hydra's wrapper: report here, before it adds a traceback
             _fail(e)
+        except Exception as e:
+            if not _peer_failure(e):
+                raise
+            _fail(AlignfwError(f"a collective failed because another rank stopped (its message is above): {str(e).splitlines()[0]}"))
 
-    sys.argv = [sys.argv[0] if sys.argv else "alignfw", *normalize_overrides(argv)]
+    sys.argv = [sys.argv[0] if sys.argv else "alignfw", *normalize_overrides(argv), *_rank_overrides()]
     _app()
 
 
@@ -112,7 +152,7 @@ def print_plugins() -> None:
     reg = get_registry()
     for kind, (_, group, how) in KINDS.items():
         items = [r for r in reg.all() if r.kind == kind]
-        print(f"{kind}s  ({how.format('<name>')})")
+        print(f"{'data sources' if kind == 'data' else kind + 's'}  ({how.format('<name>')})")
         if not items:
             print("  (none)")
         for r in items:
@@ -120,3 +160,20 @@ def print_plugins() -> None:
             for field, tname, default in r.options():
                 print(f"      {group}.{field}: {tname} = {default!r}")
         print()
+    print("run hooks  (plugins called at run start, each step, each checkpoint and run end)")
+    for name, origin, hooks in lifecycle_plugins():
+        print(f"  {name:<16} {origin} — {', '.join(hooks)}")
+    print()
+
+
+def lifecycle_plugins() -> list[tuple[str, str, list[str]]]:
+    """``(name, origin, hooks)`` of every loaded plugin implementing a lifecycle hook (loggers, report, ...)."""
+    from alignfw.registry import get_plugin_manager, plugin_origin
+
+    pm = get_plugin_manager()
+    out = []
+    for plugin in pm.get_plugins():
+        hooks = [c.name for c in pm.get_hookcallers(plugin) or [] if c.name.startswith("on_")]
+        if hooks:
+            out.append((pm.get_name(plugin) or "?", plugin_origin(pm, plugin), sorted(hooks)))
+    return sorted(out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AlignfwConfig", "RolloutConfig", "RunConfig", "NAME_KEY"]
+__all__ = ["AlignfwConfig", "DistributedConfig", "RolloutConfig", "RunConfig", "NAME_KEY"]
 
 #: key under which each plugin node records the registered name it was composed from
 NAME_KEY = "_name_"
@@ -22,7 +22,7 @@ class RunConfig:
     """How long to train, how often to evaluate and save, where outputs go."""
 
     steps: int = 120  #: optimisation steps (one batch of prompts or records each)
-    batch_size: int = 64  #: records (prompts) per step
+    batch_size: int = 64  #: records (prompts) per step, over all processes (each of N ranks takes batch_size / N)
     eval_every: int = 40  #: evaluate on held-out prompts every N steps (0: only at start and end)
     eval_size: int = 128  #: held-out records used per evaluation
     save_every: int = 0  #: write a checkpoint every N steps (0: only the final model)
@@ -44,6 +44,15 @@ class RolloutConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Options of the multi-process path; they only matter under torchrun (``WORLD_SIZE > 1``)."""
+
+    strategy: str = "ddp"  #: ddp (replicated model, all-reduced gradients) or fsdp2 (sharded, fully_shard)
+    backend: str = "auto"  #: auto (nccl on CUDA, gloo on CPU), nccl or gloo
+    timeout_s: int = 600  #: a collective that waits longer than this fails instead of hanging
+
+
+@dataclass
 class AlignfwConfig:
     seed: int = 0
     device: str = "auto"  #: "auto" (cuda if available), "cpu", "cuda", "cuda:1"
@@ -52,6 +61,8 @@ class AlignfwConfig:
     threads: int | None = None
     run: RunConfig = field(default_factory=RunConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    #: multi-process options (torchrun); ignored in a single process
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     model: Any = None
     data: Any = None
     reward: Any = None

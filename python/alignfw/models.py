@@ -19,7 +19,7 @@ from torch import nn
 
 from alignfw.ops.logprobs import logprobs_from_hidden, logprobs_from_logits
 
-__all__ = ["CausalLM", "Generation", "disable_dropout", "position_ids_from_mask"]
+__all__ = ["CausalLM", "Generation", "PolicyModule", "disable_dropout", "position_ids_from_mask", "score_tokens"]
 
 
 def disable_dropout(module: nn.Module) -> None:
@@ -78,6 +78,10 @@ class CausalLM:
         self.value_head: nn.Linear | None = None
         self.ref: Any = None
         self._fused_head = self._has_plain_head()
+        self._policy_module: nn.Module | None = None
+        self._wrapped: str | None = None  #: the strategy after parallelize(), None in one process
+        #: set by the pipeline under torchrun: trainable_parameters() then wraps the policy
+        self.parallel_strategy: str | None = None
 
     # -- construction -------------------------------------------------------------------------
 
@@ -93,6 +97,7 @@ class CausalLM:
     def add_value_head(self) -> nn.Linear:
         """A scalar value head on the last hidden state (shared trunk, as in TRL's ``...WithValueHead``)."""
         if self.value_head is None:
+            self._check_not_wrapped("add_value_head")
             hidden = self.lm.config.get_text_config().hidden_size
             head = nn.Linear(hidden, 1)
             nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
@@ -103,11 +108,24 @@ class CausalLM:
     def make_reference(self) -> Any:
         """A frozen copy of the current policy, kept on the same device."""
         if self.ref is None:
+            self._check_not_wrapped("make_reference")
             self.ref = copy.deepcopy(self.lm).eval()
             self.ref.requires_grad_(False)
         return self.ref
 
+    def _check_not_wrapped(self, what: str) -> None:
+        if self._wrapped:
+            raise RuntimeError(f"CausalLM.{what}() after parallelize(): call it in the algorithm's __init__ before the optimizer is built")
+
     def trainable_parameters(self) -> list[nn.Parameter]:
+        """The policy's trainable parameters (and the value head's).
+
+        Under torchrun the first call wraps the policy for ``parallel_strategy`` (set by the
+        pipeline) via :meth:`parallelize`, so that an algorithm's optimizer, built from this list,
+        holds the parameters the wrapper trains (FSDP2 replaces them by shards).
+        """
+        if self.parallel_strategy is not None and not self._wrapped:
+            self.parallelize(self.parallel_strategy)
         params = [p for p in self.lm.parameters() if p.requires_grad]
         if self.value_head is not None:
             params += list(self.value_head.parameters())
@@ -178,7 +196,7 @@ class CausalLM:
         self.lm.eval()
         tok = self.tokenizer
         sample = temperature > 0
-        out = self.lm.generate(
+        kwargs = dict(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
@@ -189,6 +207,12 @@ class CausalLM:
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
+        if self.fsdp:
+            # through the FSDP2 root's forward (it gathers the root's shards); synced_gpus keeps every
+            # rank stepping until all are done, so the per-forward all-gathers stay matched
+            out = self._policy_module(generate=dict(kwargs, synced_gpus=True))
+        else:
+            out = self.lm.generate(**kwargs)
         self.lm.train(was_training)
         P = ids.shape[1]
         resp = out[:, P:]  # (b, R)
@@ -205,13 +229,7 @@ class CausalLM:
 
     def forward_hidden(self, lm: Any, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last hidden states ``(b, T, H)``."""
-        out = lm.base_model(
-            input_ids=sequences,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        )
-        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return forward_hidden(lm, sequences, attention_mask)
 
     def score(
         self, gen: Generation, *, temperature: float = 1.0, lm: Any = None, values: bool = False, entropy: bool = False
@@ -220,33 +238,179 @@ class CausalLM:
 
         Returns ``logprobs`` ``(b, R)`` (0 where the response is masked), and ``values`` ``(b, R)``
         (value of the state *before* each response token) and ``entropy`` ``(b, R)`` when asked.
-        Gradients flow when called outside ``torch.no_grad``.
+        Gradients flow when called outside ``torch.no_grad``. The policy's pass goes through
+        :attr:`policy_module` (the DDP / FSDP2 wrapper under torchrun), so gradients are synchronised.
         """
-        lm = self.lm if lm is None else lm
-        P = gen.prompt_len
-        hidden = self.forward_hidden(lm, gen.sequences, gen.attention_mask)  # (b, T, H)
-        h = hidden[:, P - 1 : -1]  # states that predict the response tokens, (b, R, H)
         targets = gen.response_ids.masked_fill(~gen.response_mask.bool(), -100)  # (b, R)
-        if self._fused_head:
-            head = lm.get_output_embeddings()
-            res = logprobs_from_hidden(h, head.weight, targets, bias=head.bias, temperature=temperature, return_entropy=entropy)
-        else:
-            logits = lm.get_output_embeddings()(h)
-            res = logprobs_from_logits(logits, targets, temperature=temperature, return_entropy=entropy)
-        out: dict[str, torch.Tensor] = {}
-        if entropy:
-            out["logprobs"], out["entropy"] = res
-        else:
-            out["logprobs"] = res
-        if values:
-            if self.value_head is None:
+        args = (gen.sequences, gen.attention_mask, targets, gen.prompt_len)
+        if lm is None or lm is self.lm:
+            if values and self.value_head is None:
                 raise RuntimeError("score(values=True) needs add_value_head() first")
-            out["values"] = self.value_head(h).squeeze(-1).float() * gen.response_mask
+            if self._wrapped:
+                out = self._policy_module(*args, temperature=temperature, values=values, entropy=entropy)
+            else:
+                out = score_tokens(self.lm, self.value_head, *args, temperature=temperature, values=values, entropy=entropy, fused_head=self._fused_head)
+        else:
+            out = score_tokens(lm, None, *args, temperature=temperature, entropy=entropy, fused_head=self._fused_head)
+        if values:
+            out["values"] = out["values"] * gen.response_mask
         return out
+
+    # -- multi-process ------------------------------------------------------------------------
+
+    @property
+    def policy_module(self) -> nn.Module | None:
+        """The wrapped :class:`PolicyModule` (DDP or FSDP2) after :meth:`parallelize`; None in one process."""
+        return self._policy_module
+
+    def parallelize(self, strategy: str) -> None:
+        """Wrap the policy (``lm`` + ``value_head``) for multi-process training; a no-op in one process.
+
+        Call once, after :meth:`add_value_head` and :meth:`make_reference` and before building the
+        optimizer over :meth:`trainable_parameters` (FSDP2 replaces the parameters by shards).
+        The reference stays a plain, replicated module: it is frozen, needs no gradient sync, and
+        keeping it whole lets it score without collectives (see docs/architecture.md, "Scale").
+        """
+        from alignfw import distributed
+
+        if self._wrapped or not distributed.is_distributed():
+            return
+        self._policy_module = distributed.wrap(PolicyModule(self.lm, self.value_head, self._fused_head), strategy, self.device)
+        self._wrapped = strategy
+
+    @property
+    def fsdp(self) -> bool:
+        return self._wrapped == "fsdp2"
+
+    def no_sync(self, skip: bool = True):
+        """Context manager: backward passes inside accumulate gradients without the cross-rank sync."""
+        from alignfw import distributed
+
+        return distributed.no_sync(self._policy_module if self._wrapped else None, skip)
+
+    def policy_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Full (unsharded, CPU under FSDP2) state dicts ``{"lm": ..., "value_head": ...}`` of the policy.
+
+        Under FSDP2 every rank must call this (it all-gathers the shards); elsewhere it is the
+        modules' own ``state_dict()``.
+        """
+        if not self.fsdp:
+            return {"lm": self.lm.state_dict(), "value_head": self.value_head.state_dict() if self.value_head is not None else {}}
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self._policy_module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {
+            "lm": {k.removeprefix("lm."): v for k, v in full.items() if k.startswith("lm.")},
+            "value_head": {k.removeprefix("value_head."): v for k, v in full.items() if k.startswith("value_head.")},
+        }
+
+    def load_policy_state_dict(self, lm_state: dict[str, torch.Tensor] | None = None, value_head_state: dict[str, torch.Tensor] | None = None):
+        """Load full state dicts into the policy (into the shards under FSDP2); returns ``lm``'s
+        ``(missing, unexpected)`` keys (tied weights saved once show up as missing)."""
+        if not self.fsdp:
+            res = self.lm.load_state_dict(lm_state, strict=False) if lm_state is not None else ([], [])
+            if value_head_state:
+                self.value_head.load_state_dict(value_head_state)
+            return res
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        full = {f"lm.{k}": v for k, v in (lm_state or {}).items()}
+        full.update({f"value_head.{k}": v for k, v in (value_head_state or {}).items()})
+        expected = {k.removeprefix("lm.") for k in self._policy_module.state_dict() if k.startswith("lm.")}
+        missing = sorted(expected - set(lm_state or {})) if lm_state is not None else []
+        unexpected = sorted(set(lm_state or {}) - expected)
+        set_model_state_dict(self._policy_module, full, options=StateDictOptions(full_state_dict=True, strict=False))
+        return missing, unexpected
 
     # -- saving -------------------------------------------------------------------------------
 
     def save_pretrained(self, path: str) -> None:
-        """Hugging Face format (safetensors) that loads back in plain ``transformers``."""
+        """Hugging Face format (safetensors) that loads back in plain ``transformers``.
+
+        Under FSDP2 every rank must call this (the shards are gathered); only rank 0 writes.
+        """
+        if self.fsdp:
+            from alignfw import distributed
+
+            state = self.policy_state_dict()["lm"]
+            if distributed.is_main():
+                self.lm.save_pretrained(path, state_dict=state, safe_serialization=True)
+                self.tokenizer.save_pretrained(path)
+            return
         self.lm.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+
+
+# -- the policy's forward, as one module (what DDP / FSDP2 wrap) --------------------------------
+
+
+def forward_hidden(lm: Any, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Last hidden states of ``lm``'s base model, ``(b, T, H)``, positions skipping left padding."""
+    out = lm.base_model(
+        input_ids=sequences,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def score_tokens(
+    lm: Any,
+    value_head: nn.Module | None,
+    sequences: torch.Tensor,
+    attention_mask: torch.Tensor,
+    targets: torch.Tensor,
+    prompt_len: int,
+    *,
+    temperature: float = 1.0,
+    values: bool = False,
+    entropy: bool = False,
+    fused_head: bool | None = None,
+) -> dict[str, torch.Tensor]:
+    """Log-probs of ``targets`` (``-100``: masked) given ``sequences`` under ``lm``; see :meth:`CausalLM.score`.
+
+    Shapes: ``sequences``, ``attention_mask`` ``(b, P + R)``; ``targets`` ``(b, R)``. Returns
+    ``logprobs`` (and ``entropy``, ``values`` when asked) ``(b, R)``; ``values`` are not masked.
+    """
+    P = prompt_len
+    hidden = forward_hidden(lm, sequences, attention_mask)  # (b, T, H)
+    h = hidden[:, P - 1 : -1]  # states that predict the response tokens, (b, R, H)
+    head = lm.get_output_embeddings()
+    if fused_head is None:
+        fused_head = isinstance(head, nn.Linear)
+    if fused_head:
+        res = logprobs_from_hidden(h, head.weight, targets, bias=head.bias, temperature=temperature, return_entropy=entropy)
+    else:
+        res = logprobs_from_logits(head(h), targets, temperature=temperature, return_entropy=entropy)
+    out: dict[str, torch.Tensor] = {}
+    if entropy:
+        out["logprobs"], out["entropy"] = res
+    else:
+        out["logprobs"] = res
+    if values:
+        if value_head is None:
+            raise RuntimeError("score(values=True) needs add_value_head() first")
+        out["values"] = value_head(h).squeeze(-1).float()
+    return out
+
+
+class PolicyModule(nn.Module):
+    """The trained policy as one ``nn.Module``: ``lm`` plus the optional ``value_head``.
+
+    Its ``forward`` is :func:`score_tokens` (the fused log-prob head reads ``lm``'s output-embedding
+    weight, so the whole computation must run inside one forward for DDP's reducer and FSDP2's
+    all-gathers to see it), or, with ``generate=kwargs``, ``lm.generate(**kwargs)`` (FSDP2 needs
+    the root's forward to gather the root's shards).
+    """
+
+    def __init__(self, lm: nn.Module, value_head: nn.Module | None, fused_head: bool) -> None:
+        super().__init__()
+        self.lm = lm
+        self.value_head = value_head
+        self.fused_head = fused_head
+
+    def forward(self, *args: Any, generate: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        if generate is not None:
+            return self.lm.generate(**generate)
+        return score_tokens(self.lm, self.value_head, *args, fused_head=self.fused_head, **kwargs)

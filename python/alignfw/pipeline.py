@@ -6,6 +6,11 @@
 Offline algorithms get records with responses; online ones get prompt records and roll out
 themselves, so one loop serves both. Batches are a pure function of ``(seed, step)`` (a seeded
 permutation per epoch), which makes ``run.resume`` continue exactly where the run stopped.
+
+Under torchrun (``alignfw.distributed``) every rank builds the same components, takes its
+contiguous share of each step's batch (``run.batch_size`` stays the global batch), and the
+metrics and evaluations are averaged over ranks; only rank 0 writes the run directory and calls
+the lifecycle hooks. With one process all of that is the identity.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any
 
 import torch
 
-from alignfw.checkpoint import find_checkpoint, load_state, save_checkpoint
+from alignfw import distributed
+from alignfw.checkpoint import encode_state, find_checkpoint, load_state, save_checkpoint
 from alignfw.config import NAME_KEY, AlignfwConfig
 from alignfw.exceptions import ConfigError, DataError, TrainingError
 from alignfw.registry import BuildContext, get_plugin_manager, get_registry
@@ -83,14 +89,23 @@ class Trainer:
             raise ConfigError(f"choose an algorithm with +algo=<name> (installed: {', '.join(self.registry.names('algorithm'))})")
         if cfg.model is None or cfg.data is None:
             raise ConfigError("the config has no model or data; select them with model=<name> data=<name>")
-        seed_everything(cfg.seed)
-        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)  # the same on every rank: components are built identically
+        self.device = distributed.init(cfg.distributed, resolve_device(cfg.device))
+        self.world = distributed.world_size()
+        if cfg.run.batch_size % self.world:
+            raise ConfigError(
+                f"run.batch_size={cfg.run.batch_size} is the global batch and must be divisible by the {self.world} processes; "
+                f"use a multiple of {self.world} or change --nproc_per_node"
+            )
+        self.run_dir = run_dir = Path(distributed.broadcast_object(str(run_dir)))  # Hydra's timestamps may differ per rank
         ctx = BuildContext(self.registry, self.device, str(run_dir), cfg.seed)
-        ctx.extras.update(rollout=cfg.rollout, run=cfg.run)
+        ctx.extras.update(rollout=cfg.rollout, run=cfg.run, distributed=cfg.distributed)
         self.data = self.registry.get("data", _name(cfg.data)).build(cfg.data, ctx)
         ctx.data = self.data
         self.model = self.registry.get("model", _name(cfg.model)).build(cfg.model, ctx)
         ctx.model = self.model
+        if self.world > 1 and hasattr(self.model, "parallel_strategy"):
+            self.model.parallel_strategy = cfg.distributed.strategy  # wraps when the algorithm asks for parameters
         _set_threads(cfg.threads, self.device, self.model)
         if cfg.reward is not None:
             self.reward = self.registry.get("reward", _name(cfg.reward)).build(cfg.reward, ctx)
@@ -98,6 +113,8 @@ class Trainer:
         else:
             self.reward = None
         self.algo = self.registry.get("algorithm", _name(cfg.algo)).build(cfg.algo, ctx)
+        if self.world > 1:  # after building: each rank samples its own stream from here on
+            seed_everything(cfg.seed * 1_000_003 + 7919 * (distributed.rank() + 1))
         self.train_records = self._records("train")
         self.eval_records = self._records("eval")[: cfg.run.eval_size] if cfg.run.eval_size > 0 else []
         self.step = 0
@@ -111,17 +128,30 @@ class Trainer:
     # -- state --------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "algo": self.algo.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]},
-        }
+        """Step, algorithm state and RNG; under torchrun also every rank's RNG (``rng_ranks``), so a
+        collective: every rank must call it."""
+        rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
+        state = {"step": self.step, "algo": self.algo.state_dict(), "rng": rng}
+        if self.world > 1:
+            state["world_size"] = self.world
+            state["rng_ranks"] = distributed.gather_objects(rng)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.algo.load_state_dict(state["algo"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate((3, tuple(state["rng"]["python"]), state["rng"]["python_pos"]))
+        optimizer = getattr(self.algo, "optimizer", None)
+        if optimizer is not None and getattr(self.model, "fsdp", False):
+            distributed.shard_optimizer_state(optimizer)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world:
+            raise ConfigError(
+                f"the checkpoint was written by {saved_world} process(es) and this run has {self.world}; resume with "
+                f"--nproc_per_node={saved_world} (each rank's random stream is in the checkpoint, so the run continues exactly)"
+            )
+        rng = state["rng_ranks"][distributed.rank()] if self.world > 1 else state["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate((3, tuple(rng["python"]), rng["python_pos"]))
 
     def resume(self, path: str) -> None:
         from safetensors.torch import load_file
@@ -130,37 +160,53 @@ class Trainer:
         weights = ck / "model" / "model.safetensors"
         if not weights.exists():
             raise ConfigError(f"checkpoint {ck} has no model/model.safetensors; resume from another checkpoint")
-        missing, unexpected = self.model.lm.load_state_dict(load_file(str(weights)), strict=False)
+        weights_sd = load_file(str(weights))
+        if hasattr(self.model, "load_policy_state_dict"):
+            missing, unexpected = self.model.load_policy_state_dict(weights_sd)
+        else:
+            missing, unexpected = self.model.lm.load_state_dict(weights_sd, strict=False)
         tied = {k for k in missing if "lm_head" in k}  # tied embeddings are saved once
         if set(missing) - tied or unexpected:
             raise ConfigError(f"checkpoint {ck} does not match model {_name(self.cfg.model)!r} (missing {sorted(missing)[:3]}, unexpected {unexpected[:3]})")
         self.load_state_dict(load_state(ck))
-        print(f"resumed from {ck} at step {self.step}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"resumed from {ck} at step {self.step}", file=sys.stderr)
 
     # -- the loop -----------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
+        """The algorithm's evaluation on the held-out records; under torchrun each rank evaluates its
+        share and the results are averaged weighted by record count."""
         if not self.eval_records or not hasattr(self.algo, "evaluate"):
             return {}
-        return self.algo.evaluate(self.eval_records)
+        if self.world == 1:
+            return self.algo.evaluate(self.eval_records)
+        mine = distributed.shard(self.eval_records)
+        return distributed.weighted_mean_metrics(self.algo.evaluate(mine) if mine else {}, float(len(mine)))
 
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(_yaml(self.resolved))
+        main = distributed.is_main()
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(_yaml(self.resolved))
         if cfg.run.resume:
             self.resume(cfg.run.resume)
-        self.pm.hook.on_run_start(run_dir=str(self.run_dir), config=self.resolved)
+        if main:
+            self.pm.hook.on_run_start(run_dir=str(self.run_dir), config=self.resolved)
         first = self.evaluate() if self.step == 0 else {}
         if first:
             self._log(0, first)
-            _print_eval("start", first)
-        bar = _progress(cfg.run.steps, self.step, cfg.run.progress)
+            if main:
+                _print_eval("start", first)
+        bar = _progress(cfg.run.steps, self.step, cfg.run.progress and main)
         t0 = time.perf_counter()
         last_eval: dict[str, float] = first
         while self.step < cfg.run.steps:
             idx = batch_for_step(len(self.train_records), cfg.run.batch_size, self.step, cfg.seed)
-            metrics = self.algo.step([self.train_records[i] for i in idx])
+            if self.world > 1:
+                idx = distributed.shard(idx)  # this rank's contiguous share; GRPO/RLOO groups form on one rank
+            metrics = distributed.mean_metrics(self.algo.step([self.train_records[i] for i in idx]))
             bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
             if bad:
                 raise TrainingError(
@@ -187,31 +233,66 @@ class Trainer:
         if cfg.run.save_every and self.step % cfg.run.save_every:
             self.checkpoint()
         # an algorithm that trains something other than the policy (a reward model) saves that instead
-        getattr(self.algo, "save_pretrained", self.model.save_pretrained)(str(self.run_dir / "final"))
+        save = getattr(self.algo, "save_pretrained", self.model.save_pretrained)
+        if main or getattr(self.model, "fsdp", False):  # FSDP2 gathers the shards on every rank; rank 0 writes
+            save(str(self.run_dir / "final"))
         summary = {"steps": self.step, "start": first, "final": last_eval, "run_dir": str(self.run_dir)}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if first and final:
+        if main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if first and final and main:
             _print_eval("final", final)
             _print_change(first, final)
-        print(f"outputs: {self.run_dir} (final model in {self.run_dir / 'final'})")
-        self.pm.hook.on_run_end(run_dir=str(self.run_dir), metrics=last_eval)
+        if main:
+            print(f"outputs: {self.run_dir} (final model in {self.run_dir / 'final'})")
+            self.pm.hook.on_run_end(run_dir=str(self.run_dir), metrics=last_eval)
+        distributed.barrier()
         return summary
 
     def checkpoint(self) -> Path:
-        path = save_checkpoint(self.run_dir, self.step, self.model, self.state_dict(), keep=self.cfg.run.keep_checkpoints)
-        self.pm.hook.on_checkpoint(step=self.step, path=str(path))
+        """Write a checkpoint (rank 0) and return its path. Under torchrun every rank must call it:
+        the state holds every rank's RNG, and FSDP2 gathers full tensors."""
+        if self.world == 1:
+            path = save_checkpoint(self.run_dir, self.step, self.model, self.state_dict(), keep=self.cfg.run.keep_checkpoints)
+            self.pm.hook.on_checkpoint(step=self.step, path=str(path))
+            return path
+        encoded = encode_state(self.state_dict())  # collective under FSDP2 (DTensors become full tensors)
+        model: Any = self.model
+        if getattr(self.model, "fsdp", False):
+            model = _GatheredModel(self.model, self.model.policy_state_dict()["lm"])
+        path = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
+        if distributed.is_main():
+            path = save_checkpoint(self.run_dir, self.step, model, encoded, keep=self.cfg.run.keep_checkpoints)
+            self.pm.hook.on_checkpoint(step=self.step, path=str(path))
+        distributed.barrier()  # no rank moves on (or resumes) before the checkpoint is complete
         return path
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
-        self.pm.hook.on_step_end(step=step, metrics=metrics)
+        if distributed.is_main():
+            self.pm.hook.on_step_end(step=step, metrics=metrics)
+
+
+class _GatheredModel:
+    """``save_pretrained`` of an FSDP2 policy from an already gathered full state dict (rank 0)."""
+
+    def __init__(self, model: Any, lm_state: dict[str, torch.Tensor]) -> None:
+        self.model, self.lm_state = model, lm_state
+
+    def save_pretrained(self, path: str) -> None:
+        self.model.lm.save_pretrained(path, state_dict=self.lm_state, safe_serialization=True)
+        self.model.tokenizer.save_pretrained(path)
 
 
 _POSTFIX = {"reward/mean": "reward", "kl/seq": "kl", "loss/total": "loss"}
 
 
 def run(cfg: AlignfwConfig, run_dir: Path, resolved: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Build and train; returns the summary (start and final evaluation)."""
-    return Trainer(cfg, run_dir, resolved).train()
+    """Build and train; returns the summary (start and final evaluation). Under torchrun this joins
+    the process group first and leaves it at the end."""
+    summary = Trainer(cfg, run_dir, resolved).train()
+    # on an error the group is not destroyed: a peer may be blocked in a collective, and leaving
+    # (process exit) is what unblocks it; torchrun then stops the remaining ranks
+    distributed.shutdown()
+    return summary
 
 
 def _set_threads(threads: int | None, device: torch.device, model: Any) -> None:

@@ -159,7 +159,8 @@ class Register:
         )
 
 
-def _origin(pm: pluggy.PluginManager, plugin: object) -> str:
+def plugin_origin(pm: pluggy.PluginManager, plugin: object) -> str:
+    """Where ``plugin`` comes from: ``<distribution> <version>`` (``(built-in)`` for alignfw's own)."""
     dist = getattr(pm, "alignfw_origins", {}).get(pm.get_name(plugin))
     if dist is not None:
         name, ver = dist
@@ -230,7 +231,7 @@ def collect(pm: pluggy.PluginManager) -> Registry:
     for kind, (hook_name, _, _) in KINDS.items():
         # pluggy calls last-registered first; registering in load order keeps listings stable.
         for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
-            impl.function(register=Register(registry, kind, impl.plugin_name, _origin(pm, impl.plugin)))
+            impl.function(register=Register(registry, kind, impl.plugin_name, plugin_origin(pm, impl.plugin)))
     return registry
 
 

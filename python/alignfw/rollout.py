@@ -8,9 +8,10 @@ prompt; grouped tensors keep the ``G`` samples of one prompt contiguous (``repea
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 
@@ -252,29 +253,40 @@ def minibatch_epochs(
     params: Sequence[torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
     max_grad_norm: float,
+    no_sync: Callable[[bool], ContextManager[Any]] | None = None,
 ) -> dict[str, float]:
     """The update loop PPO, GRPO and RLOO share: ``epochs`` passes over shuffled minibatches of a
     rollout, ``loss_fn(minibatch, idx) -> (loss, stats)`` per minibatch, an optimizer step (with
     gradient clipping) every ``grad_accum`` minibatches and once more for a remainder.
 
+    ``no_sync(skip)`` (:meth:`alignfw.models.CausalLM.no_sync`) is entered around each backward:
+    under torchrun only the backward right before an optimizer step all-reduces the gradients.
+    Every rank holds the same number of sequences, so all ranks run the same number of backwards.
+
     Returns the mean of each stat over minibatches, plus ``loss/total`` and ``grad_norm``.
     """
+    from alignfw.distributed import to_float
+
     b = gen.sequences.shape[0]
     acc: dict[str, list[float]] = {}
     n_mb = 0
+    per_epoch = -(-b // minibatch_size)
+    total_mb = epochs * per_epoch
 
     def optimizer_step() -> float:
         gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(gn)
+        return to_float(gn)
 
     for _ in range(epochs):
         perm = torch.randperm(b, device=gen.sequences.device)
         for start in range(0, b, minibatch_size):
             idx = perm[start : start + minibatch_size]
-            loss, stats = loss_fn(gen.select(idx), idx)
-            (loss / grad_accum).backward()
+            syncs = (n_mb + 1) % grad_accum == 0 or n_mb + 1 == total_mb
+            with no_sync(not syncs) if no_sync is not None else contextlib.nullcontext():
+                loss, stats = loss_fn(gen.select(idx), idx)
+                (loss / grad_accum).backward()
             n_mb += 1
             if n_mb % grad_accum == 0:
                 stats["grad_norm"] = optimizer_step()
