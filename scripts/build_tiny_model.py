@@ -105,6 +105,9 @@ def main() -> None:
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
     model.generation_config.pad_token_id = tok.pad_token_id
+    # Trained with GPT-2's gelu_new; gelu_pytorch_tanh is the same tanh approximation (largest difference
+    # 2.4e-7) in one kernel instead of five elementwise ops: ~10% of a CPU PPO step on this model.
+    model.config.activation_function = "gelu_pytorch_tanh"
     model.save_pretrained(args.out, safe_serialization=True)
     tok.save_pretrained(args.out)
     (args.out / "alignfw_tiny.json").write_text(json.dumps({k: getattr(args, k) for k in ("p_correct", "steps", "batch_size", "lr", "vocab_size", "seed")}, indent=2) + "\n")

@@ -100,12 +100,17 @@ def response_logprobs(model: Any, prompts: list[str], responses: list[str], *, l
 
 
 def build_optimizer(params: Sequence[torch.nn.Parameter], *, lr: float, weight_decay: float, adam_eps: float) -> torch.optim.AdamW:
-    """AdamW over ``params`` (no decay on biases and norm weights: the 1-D parameters)."""
+    """AdamW over ``params`` (no decay on biases and norm weights: the 1-D parameters).
+
+    The fused implementation (one kernel over all parameters, on CPU as on GPU) when every
+    parameter is a plain tensor; FSDP2's sharded parameters (DTensors) take the default one.
+    """
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, eps=adam_eps)
+    fused = bool(params) and all(type(p.data) is torch.Tensor and p.is_floating_point() for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, eps=adam_eps, fused=fused or None)
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, *, schedule: str, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):

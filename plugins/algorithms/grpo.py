@@ -28,6 +28,7 @@ import torch
 
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
+from alignfw.plugins.algorithms._common import build_optimizer
 from alignfw.rollout import (
     LOSS_AGGREGATIONS,
     aggregate_loss,
@@ -85,8 +86,8 @@ class GRPO:
         self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
         disable_dropout(self.model.lm)
         self.ref = self.model.make_reference() if cfg.beta > 0 else None
-        self.optimizer = torch.optim.AdamW(
-            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps
+        self.optimizer = build_optimizer(
+            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
 
     # -- one step -----------------------------------------------------------------------------

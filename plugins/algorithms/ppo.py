@@ -27,6 +27,7 @@ from alignfw import distributed
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
 from alignfw.ops import gae
+from alignfw.plugins.algorithms._common import build_optimizer
 from alignfw.rollout import (
     AdaptiveKLController,
     clipped_surrogate,
@@ -83,8 +84,8 @@ class PPO:
         disable_dropout(self.model.lm)
         self.model.add_value_head()
         self.ref = self.model.make_reference()
-        self.optimizer = torch.optim.AdamW(
-            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps
+        self.optimizer = build_optimizer(
+            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
         self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
 

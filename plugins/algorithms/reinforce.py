@@ -32,6 +32,7 @@ from alignfw import distributed
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, disable_dropout
 from alignfw.ops import gae
+from alignfw.plugins.algorithms._common import build_optimizer
 from alignfw.plugins.algorithms.ppo import kl_shaped_rewards
 from alignfw.rollout import LOSS_AGGREGATIONS, compute_rewards, masked_mean, require_reward
 from alignfw.types import Record
@@ -77,8 +78,8 @@ class Reinforce:
         self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
         disable_dropout(self.model.lm)
         self.ref = self.model.make_reference() if cfg.kl_coef > 0 else None
-        self.optimizer = torch.optim.AdamW(
-            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps
+        self.optimizer = build_optimizer(
+            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
         self.baseline: float | None = None  #: None until the first batch
 

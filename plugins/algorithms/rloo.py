@@ -29,6 +29,7 @@ import torch
 from alignfw import distributed
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, Generation, disable_dropout
+from alignfw.plugins.algorithms._common import build_optimizer
 from alignfw.rollout import AdaptiveKLController, clipped_surrogate, compute_rewards, leave_one_out_advantages, minibatch_epochs, require_reward
 from alignfw.types import Record
 
@@ -73,8 +74,8 @@ class RLOO:
         self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
         disable_dropout(self.model.lm)
         self.ref = self.model.make_reference()
-        self.optimizer = torch.optim.AdamW(
-            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps
+        self.optimizer = build_optimizer(
+            self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
         self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
 
