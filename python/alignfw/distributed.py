@@ -223,12 +223,19 @@ def weighted_mean_metrics(metrics: dict[str, Any], weight: float) -> dict[str, A
     return out
 
 
+def _global_sum_count(total: torch.Tensor, count: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum_r total_r, sum_r count_r)`` over ranks in float64, in one all-reduce."""
+    both = torch.stack([total.double(), torch.as_tensor(count, dtype=torch.float64, device=total.device)])
+    s = all_reduce_sum(both)
+    return s[0], s[1]
+
+
 def global_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of all elements of ``x`` over every rank (``x.mean()`` in one process)."""
     if not is_distributed():
         return x.mean()
-    s = all_reduce_sum(torch.stack([x.sum().double(), torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)]))
-    return (s[0] / s[1]).to(x.dtype)
+    s, n = _global_sum_count(x.sum(), float(x.numel()))
+    return (s / n).to(x.dtype)
 
 
 def global_mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,8 +243,8 @@ def global_mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if not is_distributed():
         return x.mean(), x.std()
     mean = global_mean(x)
-    s = all_reduce_sum(torch.stack([((x - mean) ** 2).sum().double(), torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)]))
-    return mean, (s[0] / (s[1] - 1).clamp(min=1)).sqrt().to(x.dtype)
+    ss, n = _global_sum_count(((x - mean) ** 2).sum(), float(x.numel()))
+    return mean, (ss / (n - 1).clamp(min=1)).sqrt().to(x.dtype)
 
 
 def global_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -247,8 +254,8 @@ def global_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
         return masked_mean(x, mask)
     m = mask.to(x.dtype)
-    s = all_reduce_sum(torch.stack([(x * m).sum().double(), m.sum().double()]))
-    return (s[0] / s[1].clamp(min=1)).to(x.dtype)
+    s, n = _global_sum_count((x * m).sum(), m.sum())
+    return (s / n.clamp(min=1)).to(x.dtype)
 
 
 def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
@@ -259,17 +266,10 @@ def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool =
 
     if not is_distributed():
         return masked_whiten(x, mask, shift_mean=shift_mean)
-    m = mask.to(x.dtype)
     mean = global_masked_mean(x, mask)
-    s = all_reduce_sum(torch.stack([(((x - mean) ** 2) * m).sum().double(), m.sum().double()]))
-    n = s[1]
-    var = s[0] / n.clamp(min=1)
-    if n > 1:
-        var = var * n / (n - 1)
-    out = (x - mean) * torch.rsqrt(var.to(x.dtype) + 1e-8)
-    if not shift_mean:
-        out = out + mean
-    return out * mask
+    ss, n = _global_sum_count((((x - mean) ** 2) * mask.to(x.dtype)).sum(), mask.to(x.dtype).sum())
+    var = ss / n.clamp(min=1) * (n / (n - 1) if n > 1 else 1.0)  # unbiased, as rollout.masked_var
+    return masked_whiten(x, mask, shift_mean=shift_mean, mean_var=(mean, var.to(x.dtype)))
 
 
 def to_float(x: Any) -> float:

@@ -324,20 +324,19 @@ class CausalLM:
 
     # -- saving -------------------------------------------------------------------------------
 
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: str, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Hugging Face format (safetensors) that loads back in plain ``transformers``.
 
-        Under FSDP2 every rank must call this (the shards are gathered); only rank 0 writes.
+        ``state_dict``: the LM's full state to write instead of its live one. Under FSDP2 without
+        it, every rank must call this (the shards are gathered) and only rank 0 writes.
         """
-        if self.fsdp:
+        if self.fsdp and state_dict is None:
             from alignfw import distributed
 
-            state = self.policy_state_dict()["lm"]
-            if distributed.is_main():
-                self.lm.save_pretrained(path, state_dict=state, safe_serialization=True)
-                self.tokenizer.save_pretrained(path)
-            return
-        self.lm.save_pretrained(path, safe_serialization=True)
+            state_dict = self.policy_state_dict()["lm"]
+            if not distributed.is_main():
+                return
+        self.lm.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
 
 

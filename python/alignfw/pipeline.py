@@ -20,7 +20,9 @@ import math
 import random
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -248,18 +250,14 @@ class Trainer:
         distributed.barrier()
         return summary
 
-    def checkpoint(self) -> Path:
-        """Write a checkpoint (rank 0) and return its path. Under torchrun every rank must call it:
-        the state holds every rank's RNG, and FSDP2 gathers full tensors."""
-        if self.world == 1:
-            path = save_checkpoint(self.run_dir, self.step, self.model, self.state_dict(), keep=self.cfg.run.keep_checkpoints)
-            self.pm.hook.on_checkpoint(step=self.step, path=str(path))
-            return path
+    def checkpoint(self) -> Path | None:
+        """Write a checkpoint; returns its path on rank 0 (None on the others). Under torchrun every
+        rank must call it: the state holds every rank's RNG, and FSDP2 gathers full tensors."""
         encoded = encode_state(self.state_dict())  # collective under FSDP2 (DTensors become full tensors)
         model: Any = self.model
-        if getattr(self.model, "fsdp", False):
-            model = _GatheredModel(self.model, self.model.policy_state_dict()["lm"])
-        path = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
+        if getattr(self.model, "fsdp", False):  # gather on every rank now; rank 0 writes the result below
+            model = SimpleNamespace(save_pretrained=partial(self.model.save_pretrained, state_dict=self.model.policy_state_dict()["lm"]))
+        path = None
         if distributed.is_main():
             path = save_checkpoint(self.run_dir, self.step, model, encoded, keep=self.cfg.run.keep_checkpoints)
             self.pm.hook.on_checkpoint(step=self.step, path=str(path))
@@ -269,17 +267,6 @@ class Trainer:
     def _log(self, step: int, metrics: dict[str, float]) -> None:
         if distributed.is_main():
             self.pm.hook.on_step_end(step=step, metrics=metrics)
-
-
-class _GatheredModel:
-    """``save_pretrained`` of an FSDP2 policy from an already gathered full state dict (rank 0)."""
-
-    def __init__(self, model: Any, lm_state: dict[str, torch.Tensor]) -> None:
-        self.model, self.lm_state = model, lm_state
-
-    def save_pretrained(self, path: str) -> None:
-        self.model.lm.save_pretrained(path, state_dict=self.lm_state, safe_serialization=True)
-        self.model.tokenizer.save_pretrained(path)
 
 
 _POSTFIX = {"reward/mean": "reward", "kl/seq": "kl", "loss/total": "loss"}

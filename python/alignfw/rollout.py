@@ -53,9 +53,15 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Normalise ``x`` to unit variance (and zero mean) over the masked elements."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, *, mean_var: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Normalise ``x`` to unit variance (and zero mean) over the masked elements.
+
+    ``mean_var``: the statistics to use instead of ``x``'s own (``distributed.global_masked_whiten``
+    passes those of every rank's elements).
+    """
+    mean, var = mean_var if mean_var is not None else (masked_mean(x, mask), masked_var(x, mask))
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
