@@ -89,28 +89,44 @@ def _llama128_config():
     )  # fmt: skip
 
 
+#: bf16's unit roundoff: the relative error of storing one number in bf16 (8 significant bits)
+BF16_U = 2.0**-8
+
+
+def _rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative error in the Frobenius norm: robust to the few elements that any rounding change moves."""
+    return ((x.float() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
 @pytest.mark.parametrize("config_fn", [_llama_config, _llama128_config])
 def test_bf16_model_matches_sdpa(triton_ready, device, config_fn):
-    # bf16 end to end: both attentions accumulate in fp32 but round differently, and the error
-    # passes through two layers, so the bound is relative: 3e-2 of the largest logit / gradient.
+    # bf16 end to end, judged against what bf16 can promise rather than against one CPU's kernels:
+    # both bf16 models (fused kernel, SDPA) are compared with an fp32 model holding the same
+    # bf16-rounded weights. The SDPA model's own error is the bar (it differs between CPU code
+    # paths, e.g. ATEN_CPU_CAPABILITY=avx2 vs avx512, so a fixed element-wise tolerance is not);
+    # the kernel may be 3x off that bar (measured: at most 1.75x under both paths), never below
+    # one bf16 rounding. Relative errors in the Frobenius norm, for logits and every gradient.
     mine, theirs = (m.to(device=device, dtype=torch.bfloat16) for m in _pair(config_fn, "sdpa"))
+    ref = AutoModelForCausalLM.from_config(config_fn(), attn_implementation="sdpa")
+    ref.load_state_dict(theirs.state_dict())
+    ref = ref.to(device=device, dtype=torch.float32)  # the bf16 weights, exactly, computed in fp32
     ids, mask = (t.to(device) for t in _batch())
     before = attn_ops.dispatch_counts["triton"]
     out_a = mine(input_ids=ids, attention_mask=mask).logits
     assert attn_ops.dispatch_counts["triton"] - before == N_LAYERS
     out_b = theirs(input_ids=ids, attention_mask=mask).logits
+    out_r = ref(input_ids=ids, attention_mask=mask).logits
     real = mask.bool()
-    a, b = out_a[real].float(), out_b[real].float()
-    torch.testing.assert_close(a, b, atol=3e-2 * b.abs().max().item(), rtol=3e-2)
-    w = (torch.randn(out_a.shape, device=device) * real.unsqueeze(-1)).to(out_a.dtype)
+    bars = {"logits": (_rel_err(out_a[real].detach(), out_r[real].detach()), _rel_err(out_b[real].detach(), out_r[real].detach()))}
+    w = (torch.randn(out_a.shape, device=device) * real.unsqueeze(-1)).to(torch.bfloat16)
     (out_a * w).sum().backward()
     (out_b * w).sum().backward()
-    grads_b = dict(theirs.named_parameters())
+    (out_r * w.float()).sum().backward()
+    grads_b, grads_r = dict(theirs.named_parameters()), dict(ref.named_parameters())
     for name, p in mine.named_parameters():
-        ref = grads_b[name].grad.float()
-        torch.testing.assert_close(
-            p.grad.float(), ref, atol=3e-2 * ref.abs().max().item(), rtol=3e-2, msg=lambda m, n=name: f"{n}: {m}"
-        )
+        bars[name] = (_rel_err(p.grad, grads_r[name].grad), _rel_err(grads_b[name].grad, grads_r[name].grad))
+    worse = {k: (a, b) for k, (a, b) in bars.items() if a > 3 * max(b, BF16_U)}
+    assert not worse, f"fused-kernel error (first) above 3x the SDPA model's bf16 error (second): {worse}"
 
 
 def test_generate_matches_sdpa(triton_ready, device):
