@@ -143,8 +143,7 @@ def make_reward_model(path: Path) -> None:
 class AlignfwSide:
     def __init__(self, b: int, mb: int, r: int, rm_dir: Path, run_dir: str, gelu_tanh: bool) -> None:
         reg = get_registry()
-        ctx = BuildContext(reg, torch.device("cpu"), run_dir, seed=0)
-        ctx.extras.update(rollout=RolloutConfig(max_new_tokens=r, temperature=1.0, top_k=0, top_p=1.0))
+        ctx = BuildContext(reg, torch.device("cpu"), run_dir, seed=0, rollout=RolloutConfig(max_new_tokens=r, temperature=1.0, top_k=0, top_p=1.0))
         ctx.model = reg.get("model", "hf_causal_lm").build(HFModelConfig(path="builtin:tiny", dtype="float32"), ctx)
         # one reward-model forward per rollout, as TRL's local_rollout_forward_batch_size = B does
         rm_cfg = RewardModelConfig(path=str(rm_dir), batch_size=b, dtype="float32")
@@ -182,8 +181,9 @@ class AlignfwSide:
         algo.model.generate = wrap(algo.model.generate, "gen0", "gen1", lambda g: self.width.append(g.response_mask.shape[1]))
         algo._optimize = wrap(algo._optimize, "upd0", "upd1")
         mod = sys.modules[type(algo).__module__]
+        rollout_mod = sys.modules["alignfw.rollout"]
         if not hasattr(mod.gae, "__wrapped__"):  # module globals: once per process, for every side
-            mod.compute_rewards = wrap(mod.compute_rewards, "rw0", "rw1")
+            rollout_mod.compute_rewards = wrap(rollout_mod.compute_rewards, "rw0", "rw1")  # called by rollout()
             mod.gae = wrap(mod.gae, "gae0", "gae1")
 
     def step(self, records) -> tuple[float, dict[str, float]]:

@@ -177,7 +177,7 @@ def _helpers_worker(rank: int, world: int, port: int, out: str) -> None:
             "whiten": d.global_masked_whiten(x[mine], mask[mine]),
             "whiten_noshift": d.global_masked_whiten(x[mine], mask[mine], shift_mean=False),
             "masked_mean": d.global_masked_mean(x[mine], mask[mine]),
-            "mean_std": torch.stack(d.global_mean_std(x[mine].flatten())),
+            "whiten_1d": d.global_masked_whiten(x[mine].flatten(), torch.ones(15)),  # RLOO's per-sequence advantages
             "shard": torch.tensor(d.shard(list(range(8)))),
             "metrics": torch.tensor(d.weighted_mean_metrics({"a": float(rank + 1)}, float(rank + 1))["a"]),
         }
@@ -187,7 +187,7 @@ def _helpers_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_global_statistics_equal_single_process(tmp_path: Path) -> None:
-    from alignfw.rollout import masked_mean, masked_whiten
+    from alignfw.objectives import masked_mean, masked_whiten
 
     torch.multiprocessing.spawn(_helpers_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
@@ -197,14 +197,14 @@ def test_global_statistics_equal_single_process(tmp_path: Path) -> None:
     torch.testing.assert_close(torch.cat([r0["whiten"], r1["whiten"]]), masked_whiten(x, mask))
     torch.testing.assert_close(torch.cat([r0["whiten_noshift"], r1["whiten_noshift"]]), masked_whiten(x, mask, shift_mean=False))
     torch.testing.assert_close(r0["masked_mean"], masked_mean(x, mask))
-    torch.testing.assert_close(r1["mean_std"], torch.stack([x.mean(), x.std()]))
+    torch.testing.assert_close(torch.cat([r0["whiten_1d"], r1["whiten_1d"]]), masked_whiten(x.flatten(), torch.ones(30)))
     assert r0["shard"].tolist() == [0, 1, 2, 3] and r1["shard"].tolist() == [4, 5, 6, 7]
     assert r0["metrics"].item() == r1["metrics"].item() == pytest.approx((1 * 1 + 2 * 2) / 3)
 
 
 def test_helpers_are_identity_in_one_process() -> None:
     from alignfw import distributed as d
-    from alignfw.rollout import masked_whiten
+    from alignfw.objectives import masked_whiten
 
     x, mask = torch.randn(3, 4), torch.ones(3, 4)
     assert not d.is_distributed() and d.world_size() == 1 and d.is_main()

@@ -78,5 +78,10 @@ def test_third_party_plugin_installs_and_runs(fresh_venv, tmp_path):
     assert "eval/reward" in note["seen_metrics"]
     assert "target_words: 4" in (tmp_path / "out" / "config.yaml").read_text()
 
+    # its algorithm, written from alignfw's public modules only, with its own typed options
+    algo = run_cli("+algo=best_of_n", "+reward=bleu", "algo.num_samples=2", *SMALL[:-1], "hydra.run.dir=out2", cwd=tmp_path, python=str(fresh_venv))
+    assert algo.returncode == 0, algo.stderr[-3000:]
+    assert "num_samples: 2" in (tmp_path / "out2" / "config.yaml").read_text()
+
     typo = run_cli("+algo=ppo", "+reward=brevity", "reward.target_wrds=4", *SMALL, cwd=tmp_path, python=str(fresh_venv))
     assert typo.returncode != 0 and "target_wrds" in typo.stderr and "BrevityConfig" in typo.stderr

@@ -19,27 +19,20 @@ Records are preference pairs; a ranked record contributes its best answer agains
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from alignfw.evaluation import evaluate_batches
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import CausalLM, disable_dropout
-from alignfw.plugins.algorithms._common import (
-    accumulate_step,
-    build_optimizer,
-    evaluate_batches,
-    lr_schedule,
-    preference_pairs,
-    response_logprobs,
-)
-from alignfw.types import Record
+from alignfw.models import PolicyModel, disable_dropout, response_logprobs
+from alignfw.objectives import DPO_LOSS_TYPES, dpo_loss
+from alignfw.optim import batch_step, build_optimizer, lr_schedule
+from alignfw.registry import BuildContext
+from alignfw.types import Record, preference_pairs
 
-__all__ = ["DPO", "DPOConfig", "dpo_loss"]
-
-LOSS_TYPES = ("sigmoid", "ipo")
+__all__ = ["DPO", "DPOConfig"]
 
 
 @dataclass
@@ -63,22 +56,23 @@ class DPOConfig:
 class DPO:
     """DPO on preference pairs; owns the optimizer, the schedule and the frozen reference."""
 
-    def __init__(self, cfg: DPOConfig, ctx: Any) -> None:
-        if cfg.loss_type not in LOSS_TYPES:
-            raise ConfigError(f"algo.loss_type={cfg.loss_type!r}; choose one of {', '.join(LOSS_TYPES)}")
+    def __init__(self, cfg: DPOConfig, ctx: BuildContext) -> None:
+        if cfg.loss_type not in DPO_LOSS_TYPES:
+            raise ConfigError(f"algo.loss_type={cfg.loss_type!r}; choose one of {', '.join(DPO_LOSS_TYPES)}")
         if cfg.beta <= 0 or not 0.0 <= cfg.label_smoothing < 0.5:
             raise ConfigError("algo.beta must be > 0 and algo.label_smoothing in [0, 0.5)")
         self.cfg = cfg
-        self.model: CausalLM = ctx.model
+        self.model: PolicyModel = ctx.model
         if cfg.disable_dropout:
             disable_dropout(self.model.lm)
         self.ref = self.model.make_reference()
+        self.model.parallelize(ctx.distributed.strategy)
         self.optimizer = build_optimizer(self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps)
         self.scheduler = lr_schedule(
-            self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.extras["run"].steps, min_lr_ratio=cfg.min_lr_ratio
+            self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.run.steps, min_lr_ratio=cfg.min_lr_ratio
         )
 
-    def _loss(self, records: list[Record]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, records: Sequence[Record]) -> tuple[torch.Tensor, dict[str, float]]:
         prompts, chosen, rejected = preference_pairs(records, all_pairs=False, algo="DPO")
         n = len(prompts)
         both_prompts, both = prompts + prompts, chosen + rejected  # one forward for chosen and rejected
@@ -105,13 +99,13 @@ class DPO:
 
     def step(self, records: list[Record]) -> dict[str, float]:
         self.model.lm.train()
-        return accumulate_step(
+        return batch_step(
             self._loss,
             records,
+            micro_batch_size=self.cfg.micro_batch_size,
             params=self.model.trainable_parameters(),
             optimizer=self.optimizer,
             scheduler=self.scheduler,
-            micro_batch_size=self.cfg.micro_batch_size,
             max_grad_norm=self.cfg.max_grad_norm,
             no_sync=self.model.no_sync,
         )
@@ -127,36 +121,6 @@ class DPO:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.ref.load_state_dict(state["ref"])
-
-
-# -- the numerical pieces ---------------------------------------------------------------------
-
-
-def dpo_loss(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    ref_chosen: torch.Tensor,
-    ref_rejected: torch.Tensor,
-    *,
-    beta: float,
-    loss_type: str = "sigmoid",
-    label_smoothing: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """DPO / cDPO / IPO loss from sequence log-probs (TRL's ``DPOTrainer.dpo_loss``).
-
-    Shapes: all inputs ``(b,)``. Returns the mean loss (scalar) and the implicit rewards
-    ``beta * (policy - ref)`` of chosen and rejected, ``(b,)`` each, detached.
-    """
-    logits = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)  # (b,)
-    if loss_type == "sigmoid":
-        losses = -F.logsigmoid(beta * logits) * (1 - label_smoothing) - F.logsigmoid(-beta * logits) * label_smoothing
-    elif loss_type == "ipo":
-        losses = (logits - 1 / (2 * beta)) ** 2
-    else:
-        raise ConfigError(f"algo.loss_type={loss_type!r}; choose one of {', '.join(LOSS_TYPES)}")
-    rewards_chosen = beta * (policy_chosen - ref_chosen).detach()
-    rewards_rejected = beta * (policy_rejected - ref_rejected).detach()
-    return losses.mean(), rewards_chosen, rewards_rejected
 
 
 @hookimpl

@@ -26,20 +26,14 @@ from typing import Any
 
 import torch
 
+from alignfw.evaluation import evaluate_policy
+from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import CausalLM, Generation, disable_dropout
-from alignfw.plugins.algorithms._common import build_optimizer
-from alignfw.rollout import (
-    LOSS_AGGREGATIONS,
-    aggregate_loss,
-    clipped_surrogate,
-    compute_rewards,
-    group_advantages,
-    k3_kl,
-    masked_mean,
-    minibatch_epochs,
-    require_reward,
-)
+from alignfw.models import PolicyModel, disable_dropout
+from alignfw.objectives import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate, group_advantages, kl_estimate, masked_mean
+from alignfw.optim import accumulate, build_optimizer, shuffled_minibatches
+from alignfw.registry import BuildContext
+from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
 
 __all__ = ["GRPO", "GRPOConfig"]
@@ -69,10 +63,8 @@ class GRPOConfig:
 class GRPO:
     """The GRPO algorithm: owns the optimizer and the frozen reference model (when ``beta > 0``)."""
 
-    def __init__(self, cfg: GRPOConfig, ctx: Any) -> None:
-        from alignfw.exceptions import ConfigError
-
-        require_reward(ctx, "GRPO")
+    def __init__(self, cfg: GRPOConfig, ctx: BuildContext) -> None:
+        self.reward = require_reward(ctx, "GRPO")
         if cfg.num_generations < 2:
             raise ConfigError(f"algo.num_generations={cfg.num_generations}: GRPO compares samples of one prompt, so it needs >= 2")
         if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:
@@ -80,12 +72,12 @@ class GRPO:
         if cfg.loss_aggregation not in LOSS_AGGREGATIONS:
             raise ConfigError(f"algo.loss_aggregation={cfg.loss_aggregation!r}: use one of {', '.join(LOSS_AGGREGATIONS)}")
         self.cfg = cfg
-        self.model: CausalLM = ctx.model
-        self.reward = ctx.reward
-        self.rollout_cfg = ctx.extras["rollout"]
+        self.model: PolicyModel = ctx.model
+        self.rollout_cfg = ctx.rollout
         self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
         disable_dropout(self.model.lm)
         self.ref = self.model.make_reference() if cfg.beta > 0 else None
+        self.model.parallelize(ctx.distributed.strategy)
         self.optimizer = build_optimizer(
             self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
@@ -95,22 +87,14 @@ class GRPO:
     def step(self, records: list[Record]) -> dict[str, float]:
         """One GRPO iteration on ``B = len(records)`` prompts (``B * G`` samples); returns the metrics."""
         cfg, model, G = self.cfg, self.model, self.cfg.num_generations
-        group = [rec for rec in records for _ in range(G)]  # each record G times, contiguous
-        prompts = [rec.prompt for rec in group]
-        r = self.rollout_cfg
-        gen = model.generate(prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
-        scores = compute_rewards(self.reward, prompts, gen.responses, group, model.device)  # (b,)
-        mask = gen.response_mask.float()  # (b, R)
+        ro = rollout(model, self.reward, records, self.rollout_cfg, group_size=G)
+        scores = ro.scores  # (b,)
         advantages = group_advantages(scores, G, scale=cfg.scale_rewards, eps=cfg.eps)  # (b,)
 
-        b = len(prompts)
-        reused = cfg.ppo_epochs > 1 or cfg.minibatch_size * cfg.grad_accum < b
-        with torch.no_grad():
-            model.lm.eval()
-            old_logprobs = model.score(gen, temperature=self.temperature)["logprobs"].float() if reused else None
-            ref_logprobs = model.score(gen, temperature=self.temperature, lm=self.ref)["logprobs"].float() if self.ref is not None else None
+        reused = cfg.ppo_epochs > 1 or cfg.minibatch_size * cfg.grad_accum < len(ro.prompts)
+        old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref, policy=reused)
 
-        stats = self._optimize(gen, old_logprobs, ref_logprobs, advantages, mask)
+        stats = self._optimize(ro, old.get("logprobs"), old.get("ref_logprobs"), advantages)
         group_std = scores.view(-1, G).std(1)  # (B,)
         stats.update(
             {
@@ -118,18 +102,18 @@ class GRPO:
                 "reward/std": scores.std().item(),
                 "reward/group_std": group_std.mean().item(),
                 "reward/frac_zero_std": (group_std == 0).float().mean().item(),  # groups with no signal
-                "response/length": mask.sum(1).mean().item(),
+                "response/length": ro.lengths.mean().item(),
             }
         )
         return stats
 
-    def _optimize(self, gen, old_logprobs, ref_logprobs, advantages, mask) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
+    def _optimize(self, ro: Rollout, old_logprobs, ref_logprobs, advantages) -> dict[str, float]:
+        cfg, model, mask = self.cfg, self.model, ro.mask
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
 
-        def loss_fn(mb: Generation, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             m = mask[idx]  # (n, R)
-            logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
+            logprobs = model.score(ro.gen.select(idx), temperature=self.temperature)["logprobs"].float()  # (n, R)
             old = logprobs.detach() if old_logprobs is None else old_logprobs[idx]
             adv = advantages[idx, None].expand_as(m)  # (n, R): the sequence's advantage on every token
             pg, st = clipped_surrogate(logprobs, old, adv, m, cfg.clip_range, cfg.clip_range_high)
@@ -140,25 +124,23 @@ class GRPO:
                 "policy/ratio": masked_mean(st["ratio"], m).item(),
             }
             if ref_logprobs is not None:
-                kl = k3_kl(logprobs, ref_logprobs[idx], m)  # (n, R)
+                kl = kl_estimate(logprobs, ref_logprobs[idx], m, "k3")  # (n, R)
                 per_token = pg + cfg.beta * kl
                 stats["kl/k3"] = masked_mean(kl, m).item()
-                stats["kl/seq"] = ((old - ref_logprobs[idx]) * m).sum(1).mean().item()  # k1 of the sampling policy
+                stats["kl/seq"] = kl_estimate(old, ref_logprobs[idx], m, "k1").sum(1).mean().item()  # of the sampling policy
             return aggregate_loss(per_token, m, cfg.loss_aggregation), stats
 
-        return minibatch_epochs(
-            gen, loss_fn, epochs=cfg.ppo_epochs, minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum,
-            params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
-            no_sync=model.no_sync,
-        )
+        minibatches = shuffled_minibatches(mask.shape[0], cfg.minibatch_size, cfg.ppo_epochs, mask.device)
+        return accumulate(
+            minibatches, loss_fn, accum_steps=cfg.grad_accum, optimizer=self.optimizer,
+            params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+        )  # fmt: skip
 
     # -- evaluation and state -----------------------------------------------------------------
 
     @torch.no_grad()
     def evaluate(self, records: list[Record]) -> dict[str, float]:
         """Mean reward, KL to the reference (when there is one) and response length on ``records``."""
-        from alignfw.evaluation import evaluate_policy
-
         return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
 
     def state_dict(self) -> dict[str, Any]:

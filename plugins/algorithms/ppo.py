@@ -24,21 +24,25 @@ from typing import Any
 import torch
 
 from alignfw import distributed
+from alignfw.evaluation import evaluate_policy
+from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import CausalLM, Generation, disable_dropout
-from alignfw.ops import gae
-from alignfw.plugins.algorithms._common import build_optimizer
-from alignfw.rollout import (
+from alignfw.models import PolicyModel, disable_dropout
+from alignfw.objectives import (
     AdaptiveKLController,
     clipped_surrogate,
-    compute_rewards,
+    clipped_value_loss,
+    kl_estimate,
+    kl_shaped_rewards,
     masked_mean,
-    minibatch_epochs,
-    require_reward,
 )
+from alignfw.ops import gae
+from alignfw.optim import accumulate, build_optimizer, shuffled_minibatches
+from alignfw.registry import BuildContext
+from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
 
-__all__ = ["PPO", "PPOConfig", "clipped_policy_loss", "clipped_value_loss", "kl_shaped_rewards"]
+__all__ = ["PPO", "PPOConfig", "clipped_policy_loss"]
 
 
 @dataclass
@@ -70,20 +74,18 @@ class PPOConfig:
 class PPO:
     """The PPO algorithm: owns the optimizer, the KL controller and the reference model."""
 
-    def __init__(self, cfg: PPOConfig, ctx: Any) -> None:
-        from alignfw.exceptions import ConfigError
-
-        require_reward(ctx, "PPO")
-        if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1:
-            raise ConfigError("algo.minibatch_size and algo.ppo_epochs must be >= 1")
+    def __init__(self, cfg: PPOConfig, ctx: BuildContext) -> None:
+        self.reward = require_reward(ctx, "PPO")
+        if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:
+            raise ConfigError("algo.minibatch_size, algo.ppo_epochs and algo.grad_accum must be >= 1")
         self.cfg = cfg
-        self.model: CausalLM = ctx.model
-        self.reward = ctx.reward
-        self.rollout_cfg = ctx.extras["rollout"]
+        self.model: PolicyModel = ctx.model
+        self.rollout_cfg = ctx.rollout
         self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
         disable_dropout(self.model.lm)
         self.model.add_value_head()
         self.ref = self.model.make_reference()
+        self.model.parallelize(ctx.distributed.strategy)
         self.optimizer = build_optimizer(
             self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
@@ -93,21 +95,15 @@ class PPO:
 
     def step(self, records: list[Record]) -> dict[str, float]:
         cfg, model = self.cfg, self.model
-        prompts = [r.prompt for r in records]
-        r = self.rollout_cfg
-        gen = model.generate(prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
-        scores = compute_rewards(self.reward, prompts, gen.responses, records, model.device)  # (b,)
-        mask = gen.response_mask.float()  # (b, R)
+        ro = rollout(model, self.reward, records, self.rollout_cfg)
+        scores, mask = ro.scores, ro.mask  # (b,), (b, R)
         if cfg.missing_eos_penalty is not None:
-            has_eos = (gen.response_ids == model.tokenizer.eos_token_id).logical_and(gen.response_mask.bool()).any(1)
+            has_eos = (ro.gen.response_ids == model.tokenizer.eos_token_id).logical_and(ro.gen.response_mask.bool()).any(1)
             scores = scores + (~has_eos).float() * cfg.missing_eos_penalty
 
-        with torch.no_grad():
-            model.lm.eval()
-            old = model.score(gen, temperature=self.temperature, values=True)
-            ref_logprobs = model.score(gen, temperature=self.temperature, lm=self.ref)["logprobs"]
-        old_logprobs, old_values = old["logprobs"].float(), old["values"].float()
-        kl = (old_logprobs - ref_logprobs.float()) * mask  # (b, R), k1 estimator
+        old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref, values=True)
+        old_logprobs, old_values = old["logprobs"], old["values"]
+        kl = kl_estimate(old_logprobs, old["ref_logprobs"], mask, "k1")  # (b, R)
         shaped = kl_shaped_rewards(scores, kl, mask, self.kl_ctl.coef)
         # whitening statistics are global under torchrun: N ranks whiten as one process would
         if cfg.whiten_rewards:
@@ -116,31 +112,30 @@ class PPO:
         if cfg.whiten_advantages:
             advantages = distributed.global_masked_whiten(advantages, mask)
 
-        stats = self._optimize(gen, old_logprobs, old_values, advantages, returns, mask)
+        stats = self._optimize(ro, old_logprobs, old_values, advantages, returns)
         # the KL controller sees the global batch, so every rank keeps the same coefficient
         seq_kl = distributed.global_mean(kl.sum(1)).item()
         self.kl_ctl.update(seq_kl, len(records) * distributed.world_size())
-        resp_len = mask.sum(1)
         stats.update(
             {
                 "reward/mean": scores.mean().item(),
                 "reward/std": scores.std().item() if len(scores) > 1 else 0.0,
                 "kl/seq": seq_kl,
                 "kl/coef": self.kl_ctl.coef,
-                "response/length": resp_len.mean().item(),
+                "response/length": ro.lengths.mean().item(),
                 "value/mean": masked_mean(old_values, mask).item(),
                 "returns/mean": masked_mean(returns, mask).item(),
             }
         )
         return stats
 
-    def _optimize(self, gen, old_logprobs, old_values, advantages, returns, mask) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
+    def _optimize(self, ro: Rollout, old_logprobs, old_values, advantages, returns) -> dict[str, float]:
+        cfg, model, mask = self.cfg, self.model, ro.mask
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
 
-        def loss_fn(mb: Generation, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             m = mask[idx]
-            out = model.score(mb, temperature=self.temperature, values=True, entropy=cfg.entropy_coef > 0)
+            out = model.score(ro.gen.select(idx), temperature=self.temperature, values=True, entropy=cfg.entropy_coef > 0)
             pg_loss, stats = clipped_policy_loss(out["logprobs"].float(), old_logprobs[idx], advantages[idx], m, cfg.clip_range)
             vf_loss, vf_stats = clipped_value_loss(out["values"], old_values[idx], returns[idx], m, cfg.clip_range_value)
             loss = pg_loss + cfg.vf_coef * vf_loss
@@ -150,19 +145,17 @@ class PPO:
                 stats["entropy"] = ent.item()
             return loss, {**stats, **vf_stats}
 
-        return minibatch_epochs(
-            gen, loss_fn, epochs=cfg.ppo_epochs, minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum,
-            params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
-            no_sync=model.no_sync,
-        )
+        minibatches = shuffled_minibatches(mask.shape[0], cfg.minibatch_size, cfg.ppo_epochs, mask.device)
+        return accumulate(
+            minibatches, loss_fn, accum_steps=cfg.grad_accum, optimizer=self.optimizer,
+            params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+        )  # fmt: skip
 
     # -- evaluation and state -----------------------------------------------------------------
 
     @torch.no_grad()
     def evaluate(self, records: list[Record]) -> dict[str, float]:
         """Mean reward, KL to the reference and response length of fresh samples on ``records``."""
-        from alignfw.evaluation import evaluate_policy
-
         return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
 
     def state_dict(self) -> dict[str, Any]:
@@ -184,25 +177,12 @@ class PPO:
 # -- the numerical pieces ---------------------------------------------------------------------
 
 
-def kl_shaped_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
-    """Per-token rewards: ``-kl_coef * kl`` everywhere, plus the sequence score on the last real token.
-
-    Shapes: ``scores`` ``(b,)``; ``kl``, ``mask`` ``(b, R)``. Returns ``(b, R)``, zero where masked.
-    """
-    rewards = -kl_coef * kl * mask
-    last = (mask.cumsum(1) * mask).argmax(1)  # index of the last real token, (b,)
-    has_any = mask.sum(1) > 0
-    rows = torch.arange(mask.shape[0], device=mask.device)[has_any]
-    rewards[rows, last[has_any]] += scores[has_any]
-    return rewards
-
-
 def clipped_policy_loss(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO's clipped surrogate objective (Schulman et al. 2017, eq. 7), token-mean, with PPO's stats.
 
-    Shapes ``(b, R)``. The surrogate itself is :func:`alignfw.rollout.clipped_surrogate`.
+    Shapes ``(b, R)``. The surrogate itself is :func:`alignfw.objectives.clipped_surrogate`.
     """
     per_token, st = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip)
     loss = masked_mean(per_token, mask)
@@ -214,19 +194,6 @@ def clipped_policy_loss(
             "policy/approxkl": masked_mean(0.5 * log_ratio**2, mask).item(),
             "policy/ratio": masked_mean(st["ratio"], mask).item(),
         }
-    return loss, stats
-
-
-def clipped_value_loss(
-    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clipped value loss: ``0.5 * max((v - R)^2, (clip(v, v_old ± clip) - R)^2)``. Shapes ``(b, R)``."""
-    v_clipped = old_values + (values - old_values).clamp(-clip, clip)
-    l1 = (values - returns) ** 2
-    l2 = (v_clipped - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(l1, l2), mask)
-    with torch.no_grad():
-        stats = {"loss/value": loss.item(), "value/clipfrac": masked_mean((l2 > l1).float(), mask).item()}
     return loss, stats
 
 

@@ -10,7 +10,7 @@ arm). The reference implementation is TRL's ``PPOTrainer`` reward shaping plus O
 
 1. sample one response per prompt with the policy (dropout off) and score it;
 2. old and reference log-probs through the fused log-prob op; token rewards
-   ``-kl_coef * (logp - logp_ref)`` plus the score on the last token (``ppo.kl_shaped_rewards``);
+   ``-kl_coef * (logp - logp_ref)`` plus the score on the last token (``objectives.kl_shaped_rewards``);
 3. returns ``G_t = sum_{l >= t} gamma^(l-t) r_l`` (the Rust GAE with zero values and lambda 1);
 4. advantages ``G_t - baseline`` with the baseline of *previous* steps (so it does not depend on
    this batch and the estimator stays unbiased), then the baseline moves towards this batch's
@@ -29,15 +29,17 @@ from typing import Any
 import torch
 
 from alignfw import distributed
+from alignfw.evaluation import evaluate_policy
+from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import CausalLM, disable_dropout
-from alignfw.ops import gae
-from alignfw.plugins.algorithms._common import build_optimizer
-from alignfw.plugins.algorithms.ppo import kl_shaped_rewards
-from alignfw.rollout import LOSS_AGGREGATIONS, compute_rewards, masked_mean, require_reward
+from alignfw.models import PolicyModel, disable_dropout
+from alignfw.objectives import LOSS_AGGREGATIONS, discounted_returns, kl_estimate, kl_shaped_rewards, masked_mean
+from alignfw.optim import accumulate, build_optimizer, micro_batches
+from alignfw.registry import BuildContext
+from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
 
-__all__ = ["Reinforce", "ReinforceConfig", "discounted_returns", "update_baseline"]
+__all__ = ["Reinforce", "ReinforceConfig", "update_baseline"]
 
 
 @dataclass
@@ -54,17 +56,15 @@ class ReinforceConfig:
     baseline: bool = True  #: subtract a moving average of past returns
     baseline_decay: float = 0.9  #: weight of the old baseline in each update
     whiten_advantages: bool = False
-    loss_aggregation: str = "token"  #: "token" or "sequence" (see alignfw.rollout.aggregate_loss)
+    loss_aggregation: str = "token"  #: "token" or "sequence" (see alignfw.objectives.aggregate_loss)
     temperature: float | None = None  #: scoring temperature; None: the rollout temperature
 
 
 class Reinforce:
     """The REINFORCE algorithm: owns the optimizer, the baseline and the reference model (``kl_coef > 0``)."""
 
-    def __init__(self, cfg: ReinforceConfig, ctx: Any) -> None:
-        from alignfw.exceptions import ConfigError
-
-        require_reward(ctx, "REINFORCE")
+    def __init__(self, cfg: ReinforceConfig, ctx: BuildContext) -> None:
+        self.reward = require_reward(ctx, "REINFORCE")
         if cfg.minibatch_size < 1:
             raise ConfigError("algo.minibatch_size must be >= 1")
         if not 0.0 <= cfg.baseline_decay < 1.0 or not 0.0 <= cfg.gamma <= 1.0:
@@ -72,12 +72,12 @@ class Reinforce:
         if cfg.loss_aggregation not in LOSS_AGGREGATIONS:
             raise ConfigError(f"algo.loss_aggregation={cfg.loss_aggregation!r}: use one of {', '.join(LOSS_AGGREGATIONS)}")
         self.cfg = cfg
-        self.model: CausalLM = ctx.model
-        self.reward = ctx.reward
-        self.rollout_cfg = ctx.extras["rollout"]
+        self.model: PolicyModel = ctx.model
+        self.rollout_cfg = ctx.rollout
         self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
         disable_dropout(self.model.lm)
         self.ref = self.model.make_reference() if cfg.kl_coef > 0 else None
+        self.model.parallelize(ctx.distributed.strategy)
         self.optimizer = build_optimizer(
             self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
@@ -88,18 +88,12 @@ class Reinforce:
     def step(self, records: list[Record]) -> dict[str, float]:
         """One REINFORCE update from one sample per record; returns the metrics."""
         cfg, model = self.cfg, self.model
-        prompts = [rec.prompt for rec in records]
-        r = self.rollout_cfg
-        gen = model.generate(prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
-        scores = compute_rewards(self.reward, prompts, gen.responses, records, model.device)  # (b,)
-        mask = gen.response_mask.float()  # (b, R)
+        ro = rollout(model, self.reward, records, self.rollout_cfg)
+        scores, mask = ro.scores, ro.mask  # (b,), (b, R)
 
         if self.ref is not None:
-            with torch.no_grad():
-                model.lm.eval()
-                old_logprobs = model.score(gen, temperature=self.temperature)["logprobs"].float()
-                ref_logprobs = model.score(gen, temperature=self.temperature, lm=self.ref)["logprobs"].float()
-            kl = (old_logprobs - ref_logprobs) * mask  # (b, R), k1 estimator
+            old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref)
+            kl = kl_estimate(old["logprobs"], old["ref_logprobs"], mask, "k1")  # (b, R)
         else:
             kl = torch.zeros_like(mask)
         rewards = kl_shaped_rewards(scores, kl, mask, cfg.kl_coef)  # (b, R)
@@ -114,23 +108,23 @@ class Reinforce:
         if cfg.whiten_advantages:
             advantages = distributed.global_masked_whiten(advantages, mask)
 
-        stats = self._optimize(gen, advantages, mask)
+        stats = self._optimize(ro, advantages)
         stats.update(
             {
                 "reward/mean": scores.mean().item(),
                 "reward/std": scores.std().item() if len(scores) > 1 else 0.0,
                 "kl/seq": kl.sum(1).mean().item(),
                 "returns/mean": batch_return,
-                "response/length": mask.sum(1).mean().item(),
+                "response/length": ro.lengths.mean().item(),
             }
         )
         if self.baseline is not None:
             stats["baseline"] = self.baseline
         return stats
 
-    def _optimize(self, gen, advantages, mask) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
-        b = gen.sequences.shape[0]
+    def _optimize(self, ro: Rollout, advantages: torch.Tensor) -> dict[str, float]:
+        """One on-policy optimizer step over the rollout in minibatches (memory only: gradients accumulate)."""
+        cfg, model, mask = self.cfg, self.model, ro.mask
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
         units = _loss_units(mask, cfg.loss_aggregation)  # (b,): what each sequence adds to the denominator
         total = units.sum().clamp(min=1)
@@ -138,31 +132,31 @@ class Reinforce:
         if world > 1:
             # the global denominator over the ranks' mean of gradients: sum_all / total_all, as in one process
             total = distributed.all_reduce_sum(units.sum()).clamp(min=1) / world
-        loss_sum = 0.0
-        starts = list(range(0, b, cfg.minibatch_size))
-        for start in starts:
-            sl = slice(start, start + cfg.minibatch_size)
-            mb = gen.select(sl)
-            with model.no_sync(start != starts[-1]):  # one gradient all-reduce per step, on the last minibatch
-                logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
-                per_token = -advantages[sl] * logprobs * mask[sl]  # (n, R)
-                # the minibatch's share of the batch mean, so the accumulated gradient is the full batch's
-                per_seq = per_token.sum(1) if cfg.loss_aggregation == "token" else per_token.sum(1) / mask[sl].sum(1).clamp(min=1)
-                loss = per_seq.sum() / total
-                loss.backward()
-            loss_sum += loss.item()
-        gn = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {"loss/policy": loss_sum, "grad_norm": distributed.to_float(gn), "advantage/mean": masked_mean(advantages, mask).item()}
+        rows = micro_batches(range(mask.shape[0]), cfg.minibatch_size)
+
+        def loss_fn(sl: range) -> tuple[torch.Tensor, dict[str, float]]:
+            s = slice(sl.start, sl.stop)
+            logprobs = model.score(ro.gen.select(s), temperature=self.temperature)["logprobs"].float()  # (n, R)
+            per_token = -advantages[s] * logprobs * mask[s]  # (n, R)
+            per_seq = per_token.sum(1) if cfg.loss_aggregation == "token" else per_token.sum(1) / mask[s].sum(1).clamp(min=1)
+            # the minibatch's mean loss; weighted by its share of the batch's units, the
+            # accumulated gradient is the whole batch's
+            return per_seq.sum() / units[s].sum().clamp(min=1e-8), {}
+
+        weights = [(units[sl.start : sl.stop].sum().clamp(min=1e-8) / total).item() for sl in rows]
+        stats = accumulate(
+            rows, loss_fn, weights=weights, optimizer=self.optimizer, params=model.trainable_parameters(),
+            max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+        )  # fmt: skip
+        stats["loss/policy"] = stats["loss/total"]
+        stats["advantage/mean"] = masked_mean(advantages, mask).item()
+        return stats
 
     # -- evaluation and state -----------------------------------------------------------------
 
     @torch.no_grad()
     def evaluate(self, records: list[Record]) -> dict[str, float]:
         """Mean reward, KL to the reference (when there is one) and response length on ``records``."""
-        from alignfw.evaluation import evaluate_policy
-
         return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
 
     def state_dict(self) -> dict[str, Any]:
@@ -179,19 +173,6 @@ class Reinforce:
 
 
 # -- the numerical pieces ---------------------------------------------------------------------
-
-
-def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Reward-to-go ``G_t = sum_{l >= t} gamma^(l - t) * r_l`` over the real tokens of each response.
-
-    Computed by :func:`alignfw.ops.gae` with zero values and ``lam = 1`` (then the GAE advantage
-    is the discounted return), so it runs in the same Rust loop and honours holes in ``mask`` the
-    same way.
-
-    Shapes: ``rewards``, ``mask`` ``(b, R)``. Returns ``(b, R)``, zero where masked.
-    """
-    advantages, _ = gae(rewards, torch.zeros_like(rewards), mask, gamma=gamma, lam=1.0)
-    return advantages
 
 
 def update_baseline(baseline: float | None, batch_return: float, decay: float) -> float:

@@ -24,22 +24,24 @@ the same way by the model.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from alignfw import distributed
+from alignfw.evaluation import evaluate_batches
 from alignfw.exceptions import ConfigError, DataError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import disable_dropout
-from alignfw.plugins.algorithms._common import accumulate_step, build_optimizer, evaluate_batches, lr_schedule, preference_pairs
-from alignfw.types import Record
+from alignfw.models import classifier_from_policy, disable_dropout, score_sequences
+from alignfw.objectives import bradley_terry_loss
+from alignfw.optim import batch_step, build_optimizer, lr_schedule
+from alignfw.registry import BuildContext
+from alignfw.types import Record, preference_pairs
 
-__all__ = ["RewardModelTrainer", "RewardModelTrainerConfig", "bradley_terry_loss", "build_reward_model", "pair_accuracy"]
+__all__ = ["RewardModelTrainer", "RewardModelTrainerConfig", "pair_accuracy"]
 
 
 @dataclass
@@ -60,42 +62,17 @@ class RewardModelTrainerConfig:
     disable_dropout: bool = True  #: TRL's RewardConfig default
 
 
-def build_reward_model(lm: Any, tokenizer: Any) -> tuple[Any, Any]:
-    """A one-output sequence classifier with ``lm``'s backbone weights, and a tokenizer set up for it.
-
-    The classifier is built from a copy of ``lm.config`` (``num_labels=1``) and its ``base_model``
-    gets ``lm.base_model``'s weights, so it equals ``from_pretrained(model_dir, num_labels=1)``.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    tok = copy.deepcopy(tokenizer)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side, tok.truncation_side = "right", "left"
-    config = copy.deepcopy(lm.config)
-    config.num_labels = 1
-    config.pad_token_id = tok.pad_token_id
-    config.architectures = None  # save_pretrained fills in the classifier's class
-    rm = AutoModelForSequenceClassification.from_config(config)
-    param = next(lm.parameters())
-    rm.to(device=param.device, dtype=param.dtype)
-    missing, unexpected = rm.base_model.load_state_dict(lm.base_model.state_dict(), strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"the policy's backbone does not fit {type(rm).__name__} (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return rm, tok
-
-
 class RewardModelTrainer:
     """Trains a Bradley-Terry / regression reward model; the policy only lends its backbone."""
 
-    def __init__(self, cfg: RewardModelTrainerConfig, ctx: Any) -> None:
+    def __init__(self, cfg: RewardModelTrainerConfig, ctx: BuildContext) -> None:
         self.cfg = cfg
-        self.rm, self.tokenizer = build_reward_model(ctx.model.lm, ctx.model.tokenizer)
+        self.rm, self.tokenizer = classifier_from_policy(ctx.model.lm, ctx.model.tokenizer)
         if cfg.disable_dropout:
             disable_dropout(self.rm)
         self.rm.train()
         self.device = next(self.rm.parameters()).device
-        strategy = ctx.extras["distributed"].strategy if "distributed" in ctx.extras else "ddp"
+        strategy = ctx.distributed.strategy
         if strategy == "fsdp2" and distributed.is_distributed():
             raise ConfigError(
                 "reward_model training supports distributed.strategy=ddp only (its classifier is saved and checkpointed "
@@ -103,7 +80,7 @@ class RewardModelTrainer:
             )
         #: the module whose forward runs under autograd: DDP's wrapper under torchrun, else ``rm``
         self.rm_train = distributed.wrap(self.rm, strategy, self.device)
-        self.total_steps = ctx.extras["run"].steps
+        self.total_steps = ctx.run.steps
         self.steps_done = 0
         self.optimizer = build_optimizer(list(self.rm.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps)
         self.scheduler = lr_schedule(
@@ -112,13 +89,10 @@ class RewardModelTrainer:
 
     def rewards(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """The model's score of each ``prompt + response``, ``(b,)`` float32, tokenised as the reward plugin does."""
-        enc = self.tokenizer(
-            [p + r for p, r in zip(prompts, responses)], return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length
-        ).to(self.device)
         module = self.rm_train if torch.is_grad_enabled() else self.rm  # gradients sync through the wrapper
-        return module(**enc).logits[:, 0].float()
+        return score_sequences(module, self.tokenizer, prompts, responses, max_length=self.cfg.max_length)
 
-    def _loss(self, records: list[Record]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, records: Sequence[Record]) -> tuple[torch.Tensor, dict[str, float]]:
         pair_recs = [r for r in records if r.kind in ("preference", "ranked")]
         score_recs = [r for r in records if r.kind == "score"]
         if len(pair_recs) + len(score_recs) != len(records):
@@ -150,13 +124,13 @@ class RewardModelTrainer:
 
     def step(self, records: list[Record]) -> dict[str, float]:
         self.rm.train()
-        stats = accumulate_step(
+        stats = batch_step(
             self._loss,
             records,
+            micro_batch_size=self.cfg.micro_batch_size,
             params=list(self.rm.parameters()),
             optimizer=self.optimizer,
             scheduler=self.scheduler,
-            micro_batch_size=self.cfg.micro_batch_size,
             max_grad_norm=self.cfg.max_grad_norm,
             no_sync=lambda skip: distributed.no_sync(self.rm_train, skip),
         )
@@ -200,12 +174,6 @@ class RewardModelTrainer:
 
 
 # -- the numerical pieces ---------------------------------------------------------------------
-
-
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``mean(-log sigmoid(r_w - r_l))`` and the fraction of pairs with ``r_w > r_l``. Shapes ``(n,)``."""
-    margin = chosen - rejected  # (n,)
-    return -F.logsigmoid(margin).mean(), (margin > 0).float().mean()
 
 
 def pair_accuracy(pred: torch.Tensor, target: torch.Tensor) -> float | None:

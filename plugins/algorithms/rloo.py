@@ -27,13 +27,17 @@ from typing import Any
 import torch
 
 from alignfw import distributed
+from alignfw.evaluation import evaluate_policy
+from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import CausalLM, Generation, disable_dropout
-from alignfw.plugins.algorithms._common import build_optimizer
-from alignfw.rollout import AdaptiveKLController, clipped_surrogate, compute_rewards, leave_one_out_advantages, minibatch_epochs, require_reward
+from alignfw.models import PolicyModel, disable_dropout
+from alignfw.objectives import AdaptiveKLController, clipped_surrogate, kl_penalised_rewards, leave_one_out_advantages
+from alignfw.optim import accumulate, build_optimizer, shuffled_minibatches
+from alignfw.registry import BuildContext
+from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
 
-__all__ = ["RLOO", "RLOOConfig", "kl_penalised_rewards"]
+__all__ = ["RLOO", "RLOOConfig"]
 
 
 @dataclass
@@ -59,21 +63,19 @@ class RLOOConfig:
 class RLOO:
     """The RLOO algorithm: owns the optimizer, the KL controller and the frozen reference model."""
 
-    def __init__(self, cfg: RLOOConfig, ctx: Any) -> None:
-        from alignfw.exceptions import ConfigError
-
-        require_reward(ctx, "RLOO")
+    def __init__(self, cfg: RLOOConfig, ctx: BuildContext) -> None:
+        self.reward = require_reward(ctx, "RLOO")
         if cfg.num_generations < 2:
             raise ConfigError(f"algo.num_generations={cfg.num_generations}: the leave-one-out baseline needs >= 2 samples per prompt")
         if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:
             raise ConfigError("algo.minibatch_size, algo.ppo_epochs and algo.grad_accum must be >= 1")
         self.cfg = cfg
-        self.model: CausalLM = ctx.model
-        self.reward = ctx.reward
-        self.rollout_cfg = ctx.extras["rollout"]
+        self.model: PolicyModel = ctx.model
+        self.rollout_cfg = ctx.rollout
         self.temperature = cfg.temperature if cfg.temperature is not None else self.rollout_cfg.temperature
         disable_dropout(self.model.lm)
         self.ref = self.model.make_reference()
+        self.model.parallelize(ctx.distributed.strategy)
         self.optimizer = build_optimizer(
             self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
@@ -84,25 +86,17 @@ class RLOO:
     def step(self, records: list[Record]) -> dict[str, float]:
         """One RLOO iteration on ``B = len(records)`` prompts (``B * k`` samples); returns the metrics."""
         cfg, model, k = self.cfg, self.model, self.cfg.num_generations
-        group = [rec for rec in records for _ in range(k)]  # each record k times, contiguous
-        prompts = [rec.prompt for rec in group]
-        r = self.rollout_cfg
-        gen = model.generate(prompts, max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)
-        scores = compute_rewards(self.reward, prompts, gen.responses, group, model.device)  # (b,)
-        mask = gen.response_mask.float()  # (b, R)
+        ro = rollout(model, self.reward, records, self.rollout_cfg, group_size=k)
+        scores, mask = ro.scores, ro.mask  # (b,), (b, R)
 
-        with torch.no_grad():
-            model.lm.eval()
-            old_logprobs = model.score(gen, temperature=self.temperature)["logprobs"].float()  # (b, R)
-            ref_logprobs = model.score(gen, temperature=self.temperature, lm=self.ref)["logprobs"].float()
-        rewards, seq_kl = kl_penalised_rewards(scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.coef)  # (b,), (b,)
+        old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref)
+        rewards, seq_kl = kl_penalised_rewards(scores, old["logprobs"], old["ref_logprobs"], mask, self.kl_ctl.coef)  # (b,), (b,)
         advantages = leave_one_out_advantages(rewards, k)  # (b,)
         if cfg.whiten_advantages:  # over every rank's samples under torchrun
-            adv_mean, adv_std = distributed.global_mean_std(advantages)
-            advantages = (advantages - adv_mean) / (adv_std + 1e-8)
-        old_seq_logprobs = (old_logprobs * mask).sum(1)  # (b,), log pi_old(y|x)
+            advantages = distributed.global_masked_whiten(advantages, torch.ones_like(advantages))
+        old_seq_logprobs = (old["logprobs"] * mask).sum(1)  # (b,), log pi_old(y|x)
 
-        stats = self._optimize(gen, old_seq_logprobs, advantages, mask)
+        stats = self._optimize(ro, old_seq_logprobs, advantages)
         self.kl_ctl.update(distributed.global_mean(seq_kl).item(), len(records) * distributed.world_size())
         stats.update(
             {
@@ -112,18 +106,18 @@ class RLOO:
                 "kl/seq": seq_kl.mean().item(),
                 "kl/coef": self.kl_ctl.coef,
                 "advantage/abs": advantages.abs().mean().item(),
-                "response/length": mask.sum(1).mean().item(),
+                "response/length": ro.lengths.mean().item(),
             }
         )
         return stats
 
-    def _optimize(self, gen, old_seq_logprobs, advantages, mask) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
+    def _optimize(self, ro: Rollout, old_seq_logprobs, advantages) -> dict[str, float]:
+        cfg, model, mask = self.cfg, self.model, ro.mask
         clip = cfg.clip_range if cfg.clip_range is not None else float("inf")
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
 
-        def loss_fn(mb: Generation, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-            logprobs = model.score(mb, temperature=self.temperature)["logprobs"].float()  # (n, R)
+        def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            logprobs = model.score(ro.gen.select(idx), temperature=self.temperature)["logprobs"].float()  # (n, R)
             seq_logprobs = (logprobs * mask[idx]).sum(1, keepdim=True)  # (n, 1)
             ones = torch.ones_like(seq_logprobs)
             # the response is one action: the surrogate on (n, 1) sequence log-probs
@@ -131,19 +125,17 @@ class RLOO:
             loss = per_seq.mean()
             return loss, {"loss/policy": loss.item(), "policy/clipfrac": st["clipped"].mean().item(), "policy/ratio": st["ratio"].mean().item()}
 
-        return minibatch_epochs(
-            gen, loss_fn, epochs=cfg.ppo_epochs, minibatch_size=cfg.minibatch_size, grad_accum=cfg.grad_accum,
-            params=model.trainable_parameters(), optimizer=self.optimizer, max_grad_norm=cfg.max_grad_norm,
-            no_sync=model.no_sync,
-        )
+        minibatches = shuffled_minibatches(mask.shape[0], cfg.minibatch_size, cfg.ppo_epochs, mask.device)
+        return accumulate(
+            minibatches, loss_fn, accum_steps=cfg.grad_accum, optimizer=self.optimizer,
+            params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+        )  # fmt: skip
 
     # -- evaluation and state -----------------------------------------------------------------
 
     @torch.no_grad()
     def evaluate(self, records: list[Record]) -> dict[str, float]:
         """Mean reward, KL to the reference and response length of fresh samples on ``records``."""
-        from alignfw.evaluation import evaluate_policy
-
         return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
 
     def state_dict(self) -> dict[str, Any]:
@@ -153,24 +145,6 @@ class RLOO:
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.ref.load_state_dict(state["ref"])
-
-
-# -- the numerical pieces ---------------------------------------------------------------------
-
-
-def kl_penalised_rewards(
-    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, kl_coef: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """RLOO's sequence reward: the score minus ``kl_coef`` times the summed per-token k1 KL.
-
-    ``r = score - kl_coef * sum_t (logp_t - logp_ref_t)`` over the response's real tokens, the
-    penalty TRL's ``RLOOTrainer`` applies before the leave-one-out baseline.
-
-    Shapes: ``scores`` ``(b,)``; ``logprobs``, ``ref_logprobs``, ``mask`` ``(b, R)``.
-    Returns ``(rewards, seq_kl)``, both ``(b,)``.
-    """
-    seq_kl = ((logprobs - ref_logprobs) * mask).sum(1)  # (b,)
-    return scores - kl_coef * seq_kl, seq_kl
 
 
 @hookimpl

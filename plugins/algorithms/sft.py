@@ -15,23 +15,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
+from alignfw.evaluation import evaluate_batches
 from alignfw.hookspecs import hookimpl
-from alignfw.models import CausalLM
-from alignfw.plugins.algorithms._common import (
-    accumulate_step,
-    build_optimizer,
-    evaluate_batches,
-    lr_schedule,
-    response_logprobs,
-    sft_response,
-)
-from alignfw.types import Record
+from alignfw.models import PolicyModel, response_logprobs
+from alignfw.objectives import sft_loss
+from alignfw.optim import batch_step, build_optimizer, lr_schedule
+from alignfw.registry import BuildContext
+from alignfw.types import Record, sft_response
 
-__all__ = ["SFT", "SFTConfig", "sft_loss"]
+__all__ = ["SFT", "SFTConfig"]
 
 
 @dataclass
@@ -51,15 +47,16 @@ class SFTConfig:
 class SFT:
     """Supervised fine-tuning of the policy on prompt/response records."""
 
-    def __init__(self, cfg: SFTConfig, ctx: Any) -> None:
+    def __init__(self, cfg: SFTConfig, ctx: BuildContext) -> None:
         self.cfg = cfg
-        self.model: CausalLM = ctx.model
+        self.model: PolicyModel = ctx.model
+        self.model.parallelize(ctx.distributed.strategy)
         self.optimizer = build_optimizer(self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps)
         self.scheduler = lr_schedule(
-            self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.extras["run"].steps, min_lr_ratio=cfg.min_lr_ratio
+            self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.run.steps, min_lr_ratio=cfg.min_lr_ratio
         )
 
-    def _loss(self, records: list[Record]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, records: Sequence[Record]) -> tuple[torch.Tensor, dict[str, float]]:
         lp = response_logprobs(self.model, [r.prompt for r in records], [sft_response(r) for r in records])
         loss = sft_loss(lp["token"], lp["mask"])
         n = len(records)
@@ -69,13 +66,13 @@ class SFT:
 
     def step(self, records: list[Record]) -> dict[str, float]:
         self.model.lm.train()
-        stats = accumulate_step(
+        stats = batch_step(
             self._loss,
             records,
+            micro_batch_size=self.cfg.micro_batch_size,
             params=self.model.trainable_parameters(),
             optimizer=self.optimizer,
             scheduler=self.scheduler,
-            micro_batch_size=self.cfg.micro_batch_size,
             max_grad_norm=self.cfg.max_grad_norm,
             no_sync=self.model.no_sync,
         )
@@ -96,15 +93,6 @@ class SFT:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-
-
-def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood over the response tokens of the whole batch.
-
-    Every token counts equally (TRL and torchtune do the same), so long responses weigh more
-    than short ones. Shapes: ``logprobs``, ``mask`` ``(b, R)``. Returns a scalar.
-    """
-    return -(logprobs * mask).sum() / mask.sum().clamp(min=1)
 
 
 @hookimpl

@@ -24,18 +24,20 @@ scores highest (``eval/top1``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
+from alignfw.evaluation import evaluate_batches
 from alignfw.exceptions import ConfigError, DataError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import CausalLM
-from alignfw.plugins.algorithms._common import accumulate_step, build_optimizer, evaluate_batches, lr_schedule, response_logprobs
-from alignfw.plugins.algorithms.sft import sft_loss
+from alignfw.models import PolicyModel, response_logprobs
+from alignfw.objectives import pro_loss, rrhf_loss, sft_loss
+from alignfw.optim import batch_step, build_optimizer, lr_schedule
+from alignfw.registry import BuildContext
 from alignfw.types import Record
 
-__all__ = ["SFTRanking", "SFTRankingConfig", "pro_loss", "rrhf_loss"]
+__all__ = ["SFTRanking", "SFTRankingConfig"]
 
 LOSS_TYPES = ("rrhf", "pro")
 
@@ -61,19 +63,20 @@ class SFTRankingConfig:
 class SFTRanking:
     """SFT on the best answer plus a ranking loss over all k answers of each record."""
 
-    def __init__(self, cfg: SFTRankingConfig, ctx: Any) -> None:
+    def __init__(self, cfg: SFTRankingConfig, ctx: BuildContext) -> None:
         if cfg.loss_type not in LOSS_TYPES:
             raise ConfigError(f"algo.loss_type={cfg.loss_type!r}; choose one of {', '.join(LOSS_TYPES)}")
         if cfg.pro_temperature <= 0:
             raise ConfigError("algo.pro_temperature must be > 0")
         self.cfg = cfg
-        self.model: CausalLM = ctx.model
+        self.model: PolicyModel = ctx.model
+        self.model.parallelize(ctx.distributed.strategy)
         self.optimizer = build_optimizer(self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps)
         self.scheduler = lr_schedule(
-            self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.extras["run"].steps, min_lr_ratio=cfg.min_lr_ratio
+            self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.run.steps, min_lr_ratio=cfg.min_lr_ratio
         )
 
-    def _loss(self, records: list[Record]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, records: Sequence[Record]) -> tuple[torch.Tensor, dict[str, float]]:
         k = _check_ranked(records)
         prompts = [r.prompt for r in records for _ in range(k)]
         answers = [a for r in records for a in r.responses]  # record-major: (b * k,)
@@ -102,13 +105,13 @@ class SFTRanking:
 
     def step(self, records: list[Record]) -> dict[str, float]:
         self.model.lm.train()
-        return accumulate_step(
+        return batch_step(
             self._loss,
             records,
+            micro_batch_size=self.cfg.micro_batch_size,
             params=self.model.trainable_parameters(),
             optimizer=self.optimizer,
             scheduler=self.scheduler,
-            micro_batch_size=self.cfg.micro_batch_size,
             max_grad_norm=self.cfg.max_grad_norm,
             no_sync=self.model.no_sync,
         )
@@ -125,34 +128,10 @@ class SFTRanking:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
-# -- the numerical pieces ---------------------------------------------------------------------
+# -- checks -----------------------------------------------------------------------------------
 
 
-def rrhf_loss(scores: torch.Tensor) -> torch.Tensor:
-    """RRHF's ranking loss: ``sum_{i < j} max(0, p_j - p_i)`` per record, averaged over records.
-
-    ``scores`` ``(b, k)`` are the answers' length-normalised log-probs, best first (answer ``i``
-    ranks above ``j`` when ``i < j``). Returns a scalar.
-    """
-    diff = scores.unsqueeze(1) - scores.unsqueeze(2)  # diff[b, i, j] = p_j - p_i, (b, k, k)
-    k = scores.shape[1]
-    above = torch.ones(k, k, dtype=torch.bool, device=scores.device).triu(1)  # i < j: i is better
-    return (diff.clamp(min=0) * above).sum((1, 2)).mean()
-
-
-def pro_loss(scores: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
-    """PRO's list-wise loss: ``-sum_{k<n} log softmax(p_k.. p_n / T)[0]`` per record, averaged over records.
-
-    The Plackett-Luce negative log-likelihood of the given order. ``scores`` ``(b, n)``, best
-    first. Returns a scalar.
-    """
-    s = scores / temperature  # (b, n)
-    # log sum_{i >= k} exp(s_i) for each k: a reversed cumulative logsumexp, (b, n)
-    tail = torch.logcumsumexp(s.flip(1), dim=1).flip(1)
-    return -(s - tail)[:, :-1].sum(1).mean()  # the last term is log 1 = 0
-
-
-def _check_ranked(records: list[Record]) -> int:
+def _check_ranked(records: Sequence[Record]) -> int:
     """The common number of answers k (>= 2) of ranked records; a clear error otherwise."""
     ks = {len(r.responses) if r.kind == "ranked" and r.responses is not None else -1 for r in records}
     if -1 in ks:

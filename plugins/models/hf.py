@@ -9,13 +9,15 @@ pickled ``.bin`` weights, and remote code runs only when ``trust_remote_code`` i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+import torch
+
+from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
+from alignfw.models import CausalLM, native_tokenizer, parse_dtype, resolve_model_path
+from alignfw.registry import BuildContext
 
-__all__ = ["HFModelConfig", "build_hf_model", "resolve_model_path"]
-
-BUILTIN = {"tiny": Path(__file__).resolve().parent / "tiny"}
+__all__ = ["HFModelConfig", "build_hf_model"]
 
 
 @dataclass
@@ -34,53 +36,13 @@ class HFModelConfig:
     revision: str | None = None
 
 
-def resolve_model_path(path: str) -> str:
-    from alignfw.exceptions import ConfigError
-
-    if path.startswith("builtin:"):
-        name = path.split(":", 1)[1]
-        if name not in BUILTIN:
-            raise ConfigError(f"unknown built-in model {path!r}; built-in models: {', '.join('builtin:' + k for k in BUILTIN)}")
-        return str(BUILTIN[name])
-    p = Path(path).expanduser()
-    if p.exists():
-        if not (p / "config.json").exists():
-            raise ConfigError(
-                f"model.path={path!r} is a directory without config.json; point it at a Hugging Face model directory "
-                "(the output of save_pretrained)"
-            )
-        return str(p)
-    if path.startswith((".", "/", "~")) or path.count("/") > 1:
-        raise ConfigError(f"model.path={path!r} does not exist; give a local model directory, a hub id, or builtin:tiny")
-    return path  # a hub id; from_pretrained reports network problems itself
-
-
-def _dtype(name: str, device):
-    import torch
-
-    from alignfw.exceptions import ConfigError
-
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    try:
-        dt = getattr(torch, name)
-        assert isinstance(dt, torch.dtype)
-        return dt
-    except (AttributeError, AssertionError):
-        raise ConfigError(f"model.dtype={name!r} is not a dtype; use auto, float32, bfloat16 or float16") from None
-
-
-def build_hf_model(cfg: HFModelConfig, ctx=None):
+def build_hf_model(cfg: HFModelConfig, ctx: BuildContext | None = None) -> CausalLM:
     """Load the model and tokenizer and wrap them in :class:`alignfw.models.CausalLM`."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignfw.exceptions import ConfigError
-    from alignfw.models import CausalLM
-
-    device = torch.device(ctx.device if ctx is not None and ctx.device is not None else "cpu")
+    device = ctx.device if ctx is not None and ctx.device is not None else torch.device("cpu")
     path = resolve_model_path(cfg.path)
-    kwargs = dict(dtype=_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    kwargs = dict(dtype=parse_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     if cfg.attn_implementation:
         if cfg.attn_implementation == "alignfw":
             from alignfw.ops.attention import register_attention
@@ -95,21 +57,7 @@ def build_hf_model(cfg: HFModelConfig, ctx=None):
         raise ConfigError(f"could not load model.path={cfg.path!r}: {e}".strip()) from e
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable()
-    return CausalLM(lm, tok, device, fast_tokenizer=_native_tokenizer(tok_path) if cfg.fast_tokenizer else None)
-
-
-def _native_tokenizer(path: str):
-    """alignfw's tokenizer for a local byte-level BPE ``tokenizer.json``, else None (HF is used)."""
-    from alignfw.exceptions import TokenizerFormatError
-    from alignfw.tokenizer import Tokenizer
-
-    file = Path(path) / "tokenizer.json"
-    if not file.is_file():
-        return None
-    try:
-        return Tokenizer.from_file(file)
-    except TokenizerFormatError:  # another family (SentencePiece, WordPiece, ...): Hugging Face's
-        return None
+    return CausalLM(lm, tok, device, fast_tokenizer=native_tokenizer(tok_path) if cfg.fast_tokenizer else None)
 
 
 @hookimpl

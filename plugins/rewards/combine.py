@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from alignfw.hookspecs import hookimpl
+from alignfw.registry import BuildContext
 from alignfw.types import Record
 
 __all__ = ["CombineConfig", "Component", "CombinedReward"]
@@ -40,7 +41,7 @@ class CombineConfig:
 class CombinedReward:
     """Sum of weighted component rewards."""
 
-    def __init__(self, cfg: CombineConfig, ctx: Any) -> None:
+    def __init__(self, cfg: CombineConfig, ctx: BuildContext) -> None:
         from omegaconf import OmegaConf
         from omegaconf.errors import OmegaConfBaseException
 

@@ -9,11 +9,14 @@ single logit, optionally shifted and scaled so that rewards of different models 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
+from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
+from alignfw.models import load_classifier, score_sequences
+from alignfw.registry import BuildContext
 from alignfw.types import Record
 
 __all__ = ["RewardModelConfig", "RewardModel"]
@@ -34,42 +37,20 @@ class RewardModelConfig:
 class RewardModel:
     """Scores each ``prompt + response`` with a sequence-classification model's single logit."""
 
-    def __init__(self, cfg: RewardModelConfig, ctx: Any = None) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from alignfw.exceptions import ConfigError
-        from alignfw.plugins.models.hf import _dtype, resolve_model_path
-
-        device = torch.device(ctx.device if ctx is not None and ctx.device is not None else "cpu")
-        path = resolve_model_path(cfg.path) if cfg.path != "???" else None
-        if path is None:
+    def __init__(self, cfg: RewardModelConfig, ctx: BuildContext | None = None) -> None:
+        if cfg.path == "???":
             raise ConfigError("reward=reward_model needs reward.path=<directory of a sequence-classification reward model>")
-        try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=_dtype(cfg.dtype, device))
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"could not load the reward model at reward.path={cfg.path!r}: {e}") from e
-        if self.model.config.num_labels != 1:
-            raise ConfigError(
-                f"reward.path={cfg.path!r} has {self.model.config.num_labels} outputs; a reward model has exactly one (num_labels=1)"
-            )
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.tokenizer.truncation_side = "left"
-        self.tokenizer.padding_side = "right"  # positions of real tokens must not depend on padding
-        self.model.to(device).eval().requires_grad_(False)
-        self.device, self.cfg = device, cfg
+        device = ctx.device if ctx is not None and ctx.device is not None else torch.device("cpu")
+        self.model, self.tokenizer = load_classifier(cfg.path, dtype=cfg.dtype, device=device)
+        self.cfg = cfg
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], responses: list[str], records: Sequence[Record]) -> torch.Tensor:
-        texts = [p + r for p, r in zip(prompts, responses)]
-        out = []
-        for i in range(0, len(texts), self.cfg.batch_size):
-            enc = self.tokenizer(
-                texts[i : i + self.cfg.batch_size], return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length
-            ).to(self.device)
-            out.append(self.model(**enc).logits[:, 0].float())
+        n = self.cfg.batch_size
+        out = [
+            score_sequences(self.model, self.tokenizer, prompts[i : i + n], responses[i : i + n], max_length=self.cfg.max_length)
+            for i in range(0, len(prompts), n)
+        ]
         scores = torch.cat(out) if out else torch.zeros(0)
         return (scores - self.cfg.shift) * self.cfg.scale
 

@@ -10,7 +10,7 @@ owns everything that differs between one process and N, on top of ``torch.distri
 - :func:`rank`, :func:`world_size`, :func:`is_main`, :func:`shard`: who am I, and my share of a list;
 - collectives the pipeline and the algorithms need: :func:`all_reduce_sum`, :func:`mean_metrics`,
   :func:`weighted_mean_metrics`, :func:`broadcast_object`, :func:`gather_objects`, and global
-  statistics: :func:`global_mean`, :func:`global_mean_std`, :func:`global_masked_mean`,
+  statistics: :func:`global_mean`, :func:`global_masked_mean`,
   :func:`global_masked_whiten` (advantage whitening over every rank's tokens);
 - :func:`wrap` / :func:`no_sync`: the trained module under DDP (default) or FSDP2
   (``torch.distributed.fsdp.fully_shard`` per transformer block plus the root); gradients are
@@ -33,6 +33,7 @@ from torch import nn
 
 from alignfw.config import DistributedConfig
 from alignfw.exceptions import ConfigError
+from alignfw.objectives import masked_mean, masked_whiten
 
 __all__ = [
     "STRATEGIES",
@@ -45,7 +46,6 @@ __all__ = [
     "global_masked_mean",
     "global_masked_whiten",
     "global_mean",
-    "global_mean_std",
     "init",
     "is_distributed",
     "is_fsdp",
@@ -238,20 +238,9 @@ def global_mean(x: torch.Tensor) -> torch.Tensor:
     return (s / n).to(x.dtype)
 
 
-def global_mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and unbiased std of all elements of ``x`` over every rank (``x.mean(), x.std()`` in one process)."""
-    if not is_distributed():
-        return x.mean(), x.std()
-    mean = global_mean(x)
-    ss, n = _global_sum_count(((x - mean) ** 2).sum(), float(x.numel()))
-    return mean, (ss / (n - 1).clamp(min=1)).sqrt().to(x.dtype)
-
-
 def global_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` where ``mask`` is 1, over every rank's elements. Shapes: any, equal."""
     if not is_distributed():
-        from alignfw.rollout import masked_mean
-
         return masked_mean(x, mask)
     m = mask.to(x.dtype)
     s, n = _global_sum_count((x * m).sum(), m.sum())
@@ -259,16 +248,14 @@ def global_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """:func:`alignfw.rollout.masked_whiten` with the mean and (unbiased) variance taken over the
+    """:func:`alignfw.objectives.masked_whiten` with the mean and (unbiased) variance taken over the
     masked elements of *every* rank, so N ranks whiten as one process would whiten the
     concatenated batch. Shapes: ``x``, ``mask`` ``(b, R)``; returns ``(b, R)``, zero where masked."""
-    from alignfw.rollout import masked_whiten
-
     if not is_distributed():
         return masked_whiten(x, mask, shift_mean=shift_mean)
     mean = global_masked_mean(x, mask)
     ss, n = _global_sum_count((((x - mean) ** 2) * mask.to(x.dtype)).sum(), mask.to(x.dtype).sum())
-    var = ss / n.clamp(min=1) * (n / (n - 1) if n > 1 else 1.0)  # unbiased, as rollout.masked_var
+    var = ss / n.clamp(min=1) * (n / (n - 1) if n > 1 else 1.0)  # unbiased, as objectives.masked_var
     return masked_whiten(x, mask, shift_mean=shift_mean, mean_var=(mean, var.to(x.dtype)))
 
 

@@ -1,39 +1,83 @@
-"""Evaluation of a policy on held-out prompts: mean reward, KL to the reference, response length."""
+"""Held-out evaluation: of a policy by its rollouts (reward, KL, length), and of any loss by the
+same micro-batch walk as training, without gradients."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
-from alignfw.rollout import compute_rewards
+from alignfw.config import RolloutConfig
+from alignfw.objectives import kl_estimate
+from alignfw.optim import micro_batches
+from alignfw.rollout import rollout, score_rollout
 from alignfw.types import Record
 
-__all__ = ["evaluate_policy"]
+if TYPE_CHECKING:
+    from alignfw.models import PolicyModel
+
+__all__ = ["evaluate_batches", "evaluate_policy"]
 
 
 @torch.no_grad()
-def evaluate_policy(model: Any, reward: Any, records: list[Record], rollout: Any, *, ref: Any = None, temperature: float | None = None, batch_size: int = 128) -> dict[str, float]:
-    """Sample one response per record (``rollout.eval_temperature`` or the training temperature)
-    and return ``eval/reward``, ``eval/kl`` (sequence-level, to ``ref``), ``eval/length`` (tokens)."""
-    temp = rollout.eval_temperature if rollout.eval_temperature is not None else rollout.temperature
+def evaluate_policy(
+    model: PolicyModel,
+    reward: Callable[..., Any],
+    records: list[Record],
+    cfg: RolloutConfig,
+    *,
+    ref: Any = None,
+    temperature: float | None = None,
+    batch_size: int = 128,
+) -> dict[str, float]:
+    """Sample one response per record (``cfg.eval_temperature`` or the training temperature)
+    and return ``eval/reward``, ``eval/kl`` (sequence-level k1, to ``ref``), ``eval/length`` (tokens).
+
+    ``temperature``: the one log-probs are scored at (the algorithm's); default the sampling one.
+    """
+    temp = cfg.eval_temperature if cfg.eval_temperature is not None else cfg.temperature
     score_temp = temperature if temperature is not None else max(temp, 1e-6)
     rewards, kls, lengths = [], [], []
     was_training = model.lm.training
-    model.lm.eval()
     for i in range(0, len(records), batch_size):
-        batch = records[i : i + batch_size]
-        prompts = [r.prompt for r in batch]
-        gen = model.generate(prompts, max_new_tokens=rollout.max_new_tokens, temperature=temp, top_k=rollout.top_k, top_p=rollout.top_p)
-        rewards.append(compute_rewards(reward, prompts, gen.responses, batch, model.device))
-        mask = gen.response_mask.float()
-        lengths.append(mask.sum(1))
+        ro = rollout(model, reward, records[i : i + batch_size], cfg, temperature=temp)
+        rewards.append(ro.scores)
+        lengths.append(ro.lengths)
         if ref is not None:
-            lp = model.score(gen, temperature=score_temp)["logprobs"].float()
-            lp_ref = model.score(gen, temperature=score_temp, lm=ref)["logprobs"].float()
-            kls.append(((lp - lp_ref) * mask).sum(1))
+            lp = score_rollout(model, ro.gen, temperature=score_temp, ref=ref)
+            kls.append(kl_estimate(lp["logprobs"], lp["ref_logprobs"], ro.mask, "k1").sum(1))
     model.lm.train(was_training)
     out = {"eval/reward": torch.cat(rewards).mean().item(), "eval/length": torch.cat(lengths).mean().item()}
     if kls:
         out["eval/kl"] = torch.cat(kls).mean().item()
     return out
+
+
+@torch.no_grad()
+def evaluate_batches(
+    loss_fn: Callable[[Sequence[Record]], tuple[torch.Tensor, dict[str, float]]],
+    records: list[Record],
+    *,
+    micro_batch_size: int,
+    modules: Sequence[torch.nn.Module],
+) -> dict[str, float]:
+    """``loss_fn`` over ``records`` in eval mode without gradients.
+
+    Returns ``eval/loss`` and each stat as ``eval/<name>``, averaged with weights by record count.
+    """
+    if not records:
+        return {}
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    acc: dict[str, float] = {}
+    try:
+        for mb in micro_batches(records, micro_batch_size):
+            w = len(mb) / len(records)
+            loss, stats = loss_fn(mb)
+            for k, v in {"loss": loss.item(), **stats}.items():
+                acc[f"eval/{k}"] = acc.get(f"eval/{k}", 0.0) + w * v
+    finally:
+        for m, t in zip(modules, was):
+            m.train(t)
+    return acc

@@ -15,8 +15,9 @@ Registration hooks (one per plugin kind) receive ``register(name, factory, confi
 - ``config`` is a dataclass whose fields are the component's options, stored in Hydra's ConfigStore
   under the kind's group, so ``reward.<field>=...`` is type-checked before anything runs;
 - ``factory(cfg)`` builds the component from a filled-in ``config`` instance. A factory that also
-  takes a parameter named ``ctx`` receives the :class:`alignfw.registry.BuildContext` (device,
-  run directory, the already-built model, reward and tokenizer, the registry itself).
+  takes a parameter named ``ctx`` receives the :class:`alignfw.registry.BuildContext` (device, run
+  directory, the ``run`` / ``rollout`` / ``distributed`` settings, the components built before it
+  (data, model, reward, in that order), the registry itself).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ hookimpl = pluggy.HookimplMarker("alignfw")
 def register_models(register: Register) -> None:
     """Register models (policies, value heads, reward models).
 
-    ``factory(cfg, ctx)`` returns an :class:`alignfw.models.PolicyModel`-like object. Selected
-    with ``model=<name>``; options are ``model.<field>=...``.
+    ``factory(cfg, ctx)`` returns an object fulfilling :class:`alignfw.models.PolicyModel` (the
+    built-in :class:`alignfw.models.CausalLM` does). Selected with ``model=<name>``; options are
+    ``model.<field>=...``.
 
     Example::
 
@@ -67,8 +69,11 @@ def register_algorithms(register: Register) -> None:
     """Register training algorithms.
 
     ``factory(cfg, ctx)`` returns an object with ``step(records) -> dict[str, float]``,
-    ``state_dict()`` and ``load_state_dict(state)`` (:class:`alignfw.types.Algorithm`).
-    Selected with ``+algo=<name>``; options are ``algo.<field>=...``.
+    ``state_dict()`` and ``load_state_dict(state)`` (:class:`alignfw.types.Algorithm`; optional
+    ``evaluate`` and ``save_pretrained``: :class:`alignfw.types.Evaluates`, ``SavesModel``). It is
+    written from the public modules ``alignfw.rollout``, ``alignfw.objectives``, ``alignfw.optim``
+    and ``alignfw.models``, and calls ``ctx.model.parallelize(ctx.distributed.strategy)`` before
+    building its optimizer. Selected with ``+algo=<name>``; options are ``algo.<field>=...``.
 
     Example::
 

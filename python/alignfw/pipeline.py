@@ -30,9 +30,11 @@ import torch
 from alignfw import distributed
 from alignfw.checkpoint import encode_state, find_checkpoint, load_state, save_checkpoint
 from alignfw.config import NAME_KEY, AlignfwConfig
-from alignfw.exceptions import ConfigError, DataError, TrainingError
+from alignfw.exceptions import ConfigError, DataError, PluginError, TrainingError
+from alignfw.models import PolicyModel
+from alignfw.models.protocol import missing_members
 from alignfw.registry import BuildContext, get_plugin_manager, get_registry
-from alignfw.types import Record
+from alignfw.types import Evaluates, Record, SavesModel
 
 __all__ = ["Trainer", "batch_for_step", "resolve_device", "run"]
 
@@ -100,14 +102,19 @@ class Trainer:
                 f"use a multiple of {self.world} or change --nproc_per_node"
             )
         self.run_dir = run_dir = Path(distributed.broadcast_object(str(run_dir)))  # Hydra's timestamps may differ per rank
-        ctx = BuildContext(self.registry, self.device, str(run_dir), cfg.seed)
-        ctx.extras.update(rollout=cfg.rollout, run=cfg.run, distributed=cfg.distributed)
+        ctx = BuildContext(
+            self.registry, self.device, str(run_dir), cfg.seed, run=cfg.run, rollout=cfg.rollout, distributed=cfg.distributed
+        )
         self.data = self.registry.get("data", _name(cfg.data)).build(cfg.data, ctx)
         ctx.data = self.data
-        self.model = self.registry.get("model", _name(cfg.model)).build(cfg.model, ctx)
+        self.model: PolicyModel = self.registry.get("model", _name(cfg.model)).build(cfg.model, ctx)
+        missing = missing_members(self.model)
+        if missing:
+            raise PluginError(
+                f"model {_name(cfg.model)!r} returned a {type(self.model).__name__}, which lacks {', '.join(missing)} "
+                "of alignfw.models.PolicyModel; its factory must return an object with every member of that protocol"
+            )
         ctx.model = self.model
-        if self.world > 1 and hasattr(self.model, "parallel_strategy"):
-            self.model.parallel_strategy = cfg.distributed.strategy  # wraps when the algorithm asks for parameters
         _set_threads(cfg.threads, self.device, self.model)
         if cfg.reward is not None:
             self.reward = self.registry.get("reward", _name(cfg.reward)).build(cfg.reward, ctx)
@@ -143,7 +150,7 @@ class Trainer:
         self.step = int(state["step"])
         self.algo.load_state_dict(state["algo"])
         optimizer = getattr(self.algo, "optimizer", None)
-        if optimizer is not None and getattr(self.model, "fsdp", False):
+        if optimizer is not None and self.model.fsdp:
             distributed.shard_optimizer_state(optimizer)
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.world:
@@ -163,10 +170,7 @@ class Trainer:
         if not weights.exists():
             raise ConfigError(f"checkpoint {ck} has no model/model.safetensors; resume from another checkpoint")
         weights_sd = load_file(str(weights))
-        if hasattr(self.model, "load_policy_state_dict"):
-            missing, unexpected = self.model.load_policy_state_dict(weights_sd)
-        else:
-            missing, unexpected = self.model.lm.load_state_dict(weights_sd, strict=False)
+        missing, unexpected = self.model.load_policy_state_dict(weights_sd)
         tied = {k for k in missing if "lm_head" in k}  # tied embeddings are saved once
         if set(missing) - tied or unexpected:
             raise ConfigError(f"checkpoint {ck} does not match model {_name(self.cfg.model)!r} (missing {sorted(missing)[:3]}, unexpected {unexpected[:3]})")
@@ -179,7 +183,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """The algorithm's evaluation on the held-out records; under torchrun each rank evaluates its
         share and the results are averaged weighted by record count."""
-        if not self.eval_records or not hasattr(self.algo, "evaluate"):
+        if not self.eval_records or not isinstance(self.algo, Evaluates):
             return {}
         if self.world == 1:
             return self.algo.evaluate(self.eval_records)
@@ -235,8 +239,8 @@ class Trainer:
         if cfg.run.save_every and self.step % cfg.run.save_every:
             self.checkpoint()
         # an algorithm that trains something other than the policy (a reward model) saves that instead
-        save = getattr(self.algo, "save_pretrained", self.model.save_pretrained)
-        if main or getattr(self.model, "fsdp", False):  # FSDP2 gathers the shards on every rank; rank 0 writes
+        save = self.algo.save_pretrained if isinstance(self.algo, SavesModel) else self.model.save_pretrained
+        if main or self.model.fsdp:  # FSDP2 gathers the shards on every rank; rank 0 writes
             save(str(self.run_dir / "final"))
         summary = {"steps": self.step, "start": first, "final": last_eval, "run_dir": str(self.run_dir)}
         if main:
@@ -255,7 +259,7 @@ class Trainer:
         rank must call it: the state holds every rank's RNG, and FSDP2 gathers full tensors."""
         encoded = encode_state(self.state_dict())  # collective under FSDP2 (DTensors become full tensors)
         model: Any = self.model
-        if getattr(self.model, "fsdp", False):  # gather on every rank now; rank 0 writes the result below
+        if self.model.fsdp:  # gather on every rank now; rank 0 writes the result below
             model = SimpleNamespace(save_pretrained=partial(self.model.save_pretrained, state_dict=self.model.policy_state_dict()["lm"]))
         path = None
         if distributed.is_main():
@@ -282,14 +286,13 @@ def run(cfg: AlignfwConfig, run_dir: Path, resolved: dict[str, Any] | None = Non
     return summary
 
 
-def _set_threads(threads: int | None, device: torch.device, model: Any) -> None:
+def _set_threads(threads: int | None, device: torch.device, model: PolicyModel) -> None:
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"threads={threads}: give a positive number of CPU threads, or leave it unset")
         torch.set_num_threads(threads)
         return
-    lm = getattr(model, "lm", None)
-    if device.type == "cpu" and lm is not None and sum(p.numel() for p in lm.parameters()) < 10_000_000:
+    if device.type == "cpu" and sum(p.numel() for p in model.lm.parameters()) < 10_000_000:
         torch.set_num_threads(1)
 
 

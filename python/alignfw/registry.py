@@ -16,12 +16,18 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import pluggy
 
 from alignfw import hookspecs
+from alignfw.config import DistributedConfig, RolloutConfig, RunConfig
 from alignfw.exceptions import PluginError, UnknownNameError
+
+if TYPE_CHECKING:
+    import torch
+
+    from alignfw.models import PolicyModel
 
 __all__ = ["KINDS", "BuildContext", "Register", "Registration", "Registry", "get_registry", "plugin_manager"]
 
@@ -75,16 +81,19 @@ class Registration:
 
 @dataclass
 class BuildContext:
-    """What a factory may need besides its own config. Filled in as the pipeline builds components."""
+    """What a factory may need besides its own config; the pipeline fills it in as it builds the
+    components, in this order: data, model, reward, algorithm (each sees those built before it)."""
 
     registry: Registry
-    device: Any = None
+    device: torch.device | None = None  #: where models go (the pipeline sets it; None: CPU)
     run_dir: str | None = None
     seed: int = 0
-    model: Any = None
-    reward: Any = None
-    data: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    run: RunConfig = field(default_factory=RunConfig)  #: steps, batch size, evaluation and saving
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  #: sampling of online algorithms
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)  #: strategy under torchrun
+    data: Any = None  #: the data source (``records(split)``)
+    model: PolicyModel | None = None
+    reward: Callable[..., Any] | None = None  #: None when no ``+reward=`` was chosen
 
 
 class Registry:

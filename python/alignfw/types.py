@@ -1,18 +1,31 @@
-"""The data shapes that cross plugin boundaries: records, reward callables, algorithm protocol.
+"""The data shapes that cross plugin boundaries: records, reward callables, the algorithm protocol.
 
 One :class:`Record` type carries every kind of example a data source yields; which fields are set
 says what it is (``Record.kind``). Keeping one type keeps collate code and plugin signatures simple.
+:func:`sft_response` and :func:`preference_pairs` read the training targets out of records.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+
+from alignfw.exceptions import DataError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Algorithm", "Record", "RewardFn", "RECORD_KINDS"]
+__all__ = [
+    "RECORD_KINDS",
+    "Algorithm",
+    "Evaluates",
+    "Record",
+    "RewardFn",
+    "SavesModel",
+    "preference_pairs",
+    "sft_response",
+]
 
 RECORD_KINDS = ("prompt", "sft", "ranked", "preference", "feedback", "score", "reference")
 
@@ -71,11 +84,77 @@ class RewardFn(Protocol):
 
 @runtime_checkable
 class Algorithm(Protocol):
-    """What the pipeline drives. Offline algorithms get records with responses; online ones get
-    prompt records and roll out themselves. ``step`` returns scalar metrics for logging."""
+    """What the pipeline drives; what ``register_algorithms`` factories return.
+
+    Offline algorithms get records with responses; online ones get prompt records and roll out
+    themselves (:func:`alignfw.rollout.rollout`). ``step`` returns scalar metrics for logging.
+    ``state_dict`` holds everything exact resume needs (optimizer, schedules, controllers, a
+    reference model that changes); tensors and JSON-able values only, never pickled objects.
+
+    An algorithm's ``__init__(cfg, ctx)`` builds what it trains: value head and reference through
+    the :class:`~alignfw.models.PolicyModel`, then ``ctx.model.parallelize(ctx.distributed.strategy)``
+    (explicit; nothing in one process), then its optimizer over ``ctx.model.trainable_parameters()``.
+    Optional methods: :class:`Evaluates`, :class:`SavesModel`.
+    """
 
     def step(self, records: list[Record]) -> dict[str, float]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Evaluates(Protocol):
+    """Optional: ``evaluate(records)`` on held-out records, metrics named ``eval/<name>``; the
+    pipeline calls it at the start, every ``run.eval_every`` steps and at the end."""
+
+    def evaluate(self, records: list[Record]) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class SavesModel(Protocol):
+    """Optional: an algorithm that trains something other than the policy (a reward model) saves
+    that to ``run_dir/final`` instead of the policy."""
+
+    def save_pretrained(self, path: str | Path) -> None: ...
+
+
+def sft_response(record: Record) -> str:
+    """The response an SFT record supervises: ``response``, else the first reference answer."""
+    if record.response is not None:
+        return record.response
+    if record.references:
+        return record.references[0]
+    raise DataError(
+        f"record of kind {record.kind!r} (prompt {record.prompt[:60]!r}) has no response to train on; "
+        "SFT needs records with a response or references (for the demo task: data.kind=sft)"
+    )
+
+
+def preference_pairs(records: Sequence[Record], *, all_pairs: bool, algo: str) -> tuple[list[str], list[str], list[str]]:
+    """``(prompts, chosen, rejected)`` from preference and ranked records.
+
+    A ranked record (best first) gives every ordered pair ``(better, worse)`` with ``all_pairs``
+    (reward-model training, as InstructGPT uses all K-choose-2 comparisons), else its best answer
+    against each other one. Any other kind raises a :class:`DataError` naming ``algo``.
+    """
+    prompts: list[str] = []
+    chosen: list[str] = []
+    rejected: list[str] = []
+    for r in records:
+        if r.kind == "preference" and r.chosen is not None and r.rejected is not None:
+            pairs = [(r.chosen, r.rejected)]
+        elif r.kind == "ranked" and r.responses is not None and len(r.responses) >= 2:
+            rs = r.responses
+            pairs = [(rs[i], rs[j]) for i in range(len(rs) if all_pairs else 1) for j in range(i + 1, len(rs))]
+        else:
+            raise DataError(
+                f"{algo} needs preference records (prompt, chosen, rejected) or ranked ones with at least two answers; "
+                f"got a record of kind {r.kind!r} (prompt {r.prompt[:60]!r}); for the demo task set data.kind=preference"
+            )
+        for c, rej in pairs:
+            prompts.append(r.prompt)
+            chosen.append(c)
+            rejected.append(rej)
+    return prompts, chosen, rejected

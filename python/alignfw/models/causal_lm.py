@@ -1,64 +1,21 @@
-"""The model component: a Hugging Face causal LM, its tokenizer, an optional value head and a
-frozen reference copy, with the few operations algorithms need (generate, score, save).
-
-Log-probabilities are computed from the last hidden states and the LM-head weight through
-``alignfw.ops.logprobs`` (fused Triton kernel on CUDA, a chunked torch reference elsewhere), so the
-full ``(B, T, V)`` fp32 logits are never materialised. Models whose head is not a plain linear
-layer on the last hidden state (final-logit soft-capping, logit scaling) fall back to the model's
-own logits.
+"""The Hugging Face causal LM as a :class:`~alignfw.models.protocol.PolicyModel`: the network, its
+tokenizer, an optional value head and a frozen reference copy, with the operations algorithms
+need (encode, generate, score, wrap for several processes, save).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from alignfw.ops.logprobs import logprobs_from_hidden, logprobs_from_logits
+from alignfw import distributed
+from alignfw.models.protocol import Generation
+from alignfw.models.scoring import PolicyModule, score_tokens
 
-__all__ = ["CausalLM", "Generation", "PolicyModule", "disable_dropout", "position_ids_from_mask", "score_tokens"]
-
-
-def disable_dropout(module: nn.Module) -> None:
-    """Set every dropout probability to 0 (PPO's policy, reference and value passes must agree)."""
-    for m in module.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-    cfg = getattr(module, "config", None)
-    for key in ("attn_pdrop", "resid_pdrop", "embd_pdrop", "attention_dropout", "hidden_dropout", "dropout"):
-        if cfg is not None and isinstance(getattr(cfg, key, None), float):
-            setattr(cfg, key, 0.0)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding, as ``generate`` uses them. Shape ``(b, T)``."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-@dataclass
-class Generation:
-    """Sampled continuations of a batch of prompts.
-
-    Shapes: ``sequences`` and ``attention_mask`` ``(b, P + R)`` (prompts left-padded to ``P``),
-    ``response_mask`` ``(b, R)``: 1 for response tokens up to and including the first EOS.
-    """
-
-    sequences: torch.Tensor
-    attention_mask: torch.Tensor
-    response_mask: torch.Tensor
-    prompt_len: int
-    responses: list[str]
-
-    @property
-    def response_ids(self) -> torch.Tensor:
-        return self.sequences[:, self.prompt_len :]
-
-    def select(self, idx: torch.Tensor) -> Generation:
-        """The rows ``idx`` (a minibatch); texts are not carried over."""
-        return Generation(self.sequences[idx], self.attention_mask[idx], self.response_mask[idx], self.prompt_len, [])
+__all__ = ["CausalLM"]
 
 
 class CausalLM:
@@ -80,8 +37,6 @@ class CausalLM:
         self._fused_head = self._has_plain_head()
         self._policy_module: nn.Module | None = None
         self._wrapped: str | None = None  #: the strategy after parallelize(), None in one process
-        #: set by the pipeline under torchrun: trainable_parameters() then wraps the policy
-        self.parallel_strategy: str | None = None
 
     # -- construction -------------------------------------------------------------------------
 
@@ -118,14 +73,10 @@ class CausalLM:
             raise RuntimeError(f"CausalLM.{what}() after parallelize(): call it in the algorithm's __init__ before the optimizer is built")
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The policy's trainable parameters (and the value head's).
+        """The policy's trainable parameters (and the value head's): what the optimizer updates.
 
-        Under torchrun the first call wraps the policy for ``parallel_strategy`` (set by the
-        pipeline) via :meth:`parallelize`, so that an algorithm's optimizer, built from this list,
-        holds the parameters the wrapper trains (FSDP2 replaces them by shards).
+        After :meth:`parallelize` under FSDP2 these are the sharded parameters.
         """
-        if self.parallel_strategy is not None and not self._wrapped:
-            self.parallelize(self.parallel_strategy)
         params = [p for p in self.lm.parameters() if p.requires_grad]
         if self.value_head is not None:
             params += list(self.value_head.parameters())
@@ -227,10 +178,6 @@ class CausalLM:
 
     # -- scoring ------------------------------------------------------------------------------
 
-    def forward_hidden(self, lm: Any, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states ``(b, T, H)``."""
-        return forward_hidden(lm, sequences, attention_mask)
-
     def score(
         self, gen: Generation, *, temperature: float = 1.0, lm: Any = None, values: bool = False, entropy: bool = False
     ) -> dict[str, torch.Tensor]:
@@ -258,22 +205,16 @@ class CausalLM:
 
     # -- multi-process ------------------------------------------------------------------------
 
-    @property
-    def policy_module(self) -> nn.Module | None:
-        """The wrapped :class:`PolicyModule` (DDP or FSDP2) after :meth:`parallelize`; None in one process."""
-        return self._policy_module
-
-    def parallelize(self, strategy: str) -> None:
-        """Wrap the policy (``lm`` + ``value_head``) for multi-process training; a no-op in one process.
+    def parallelize(self, strategy: str | None) -> None:
+        """Wrap the policy (``lm`` + ``value_head``) for multi-process training; a no-op in one
+        process or with ``strategy=None``.
 
         Call once, after :meth:`add_value_head` and :meth:`make_reference` and before building the
         optimizer over :meth:`trainable_parameters` (FSDP2 replaces the parameters by shards).
         The reference stays a plain, replicated module: it is frozen, needs no gradient sync, and
         keeping it whole lets it score without collectives (see docs/architecture.md, "Scale").
         """
-        from alignfw import distributed
-
-        if self._wrapped or not distributed.is_distributed():
+        if self._wrapped or strategy is None or not distributed.is_distributed():
             return
         self._policy_module = distributed.wrap(PolicyModule(self.lm, self.value_head, self._fused_head), strategy, self.device)
         self._wrapped = strategy
@@ -284,8 +225,6 @@ class CausalLM:
 
     def no_sync(self, skip: bool = True):
         """Context manager: backward passes inside accumulate gradients without the cross-rank sync."""
-        from alignfw import distributed
-
         return distributed.no_sync(self._policy_module if self._wrapped else None, skip)
 
     def policy_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -331,85 +270,8 @@ class CausalLM:
         it, every rank must call this (the shards are gathered) and only rank 0 writes.
         """
         if self.fsdp and state_dict is None:
-            from alignfw import distributed
-
             state_dict = self.policy_state_dict()["lm"]
             if not distributed.is_main():
                 return
         self.lm.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
-
-
-# -- the policy's forward, as one module (what DDP / FSDP2 wrap) --------------------------------
-
-
-def forward_hidden(lm: Any, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Last hidden states of ``lm``'s base model, ``(b, T, H)``, positions skipping left padding."""
-    out = lm.base_model(
-        input_ids=sequences,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    )
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-
-
-def score_tokens(
-    lm: Any,
-    value_head: nn.Module | None,
-    sequences: torch.Tensor,
-    attention_mask: torch.Tensor,
-    targets: torch.Tensor,
-    prompt_len: int,
-    *,
-    temperature: float = 1.0,
-    values: bool = False,
-    entropy: bool = False,
-    fused_head: bool | None = None,
-) -> dict[str, torch.Tensor]:
-    """Log-probs of ``targets`` (``-100``: masked) given ``sequences`` under ``lm``; see :meth:`CausalLM.score`.
-
-    Shapes: ``sequences``, ``attention_mask`` ``(b, P + R)``; ``targets`` ``(b, R)``. Returns
-    ``logprobs`` (and ``entropy``, ``values`` when asked) ``(b, R)``; ``values`` are not masked.
-    """
-    P = prompt_len
-    hidden = forward_hidden(lm, sequences, attention_mask)  # (b, T, H)
-    h = hidden[:, P - 1 : -1]  # states that predict the response tokens, (b, R, H)
-    head = lm.get_output_embeddings()
-    if fused_head is None:
-        fused_head = isinstance(head, nn.Linear)
-    if fused_head:
-        res = logprobs_from_hidden(h, head.weight, targets, bias=head.bias, temperature=temperature, return_entropy=entropy)
-    else:
-        res = logprobs_from_logits(head(h), targets, temperature=temperature, return_entropy=entropy)
-    out: dict[str, torch.Tensor] = {}
-    if entropy:
-        out["logprobs"], out["entropy"] = res
-    else:
-        out["logprobs"] = res
-    if values:
-        if value_head is None:
-            raise RuntimeError("score(values=True) needs add_value_head() first")
-        out["values"] = value_head(h).squeeze(-1).float()
-    return out
-
-
-class PolicyModule(nn.Module):
-    """The trained policy as one ``nn.Module``: ``lm`` plus the optional ``value_head``.
-
-    Its ``forward`` is :func:`score_tokens` (the fused log-prob head reads ``lm``'s output-embedding
-    weight, so the whole computation must run inside one forward for DDP's reducer and FSDP2's
-    all-gathers to see it), or, with ``generate=kwargs``, ``lm.generate(**kwargs)`` (FSDP2 needs
-    the root's forward to gather the root's shards).
-    """
-
-    def __init__(self, lm: nn.Module, value_head: nn.Module | None, fused_head: bool) -> None:
-        super().__init__()
-        self.lm = lm
-        self.value_head = value_head
-        self.fused_head = fused_head
-
-    def forward(self, *args: Any, generate: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        if generate is not None:
-            return self.lm.generate(**generate)
-        return score_tokens(self.lm, self.value_head, *args, fused_head=self.fused_head, **kwargs)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alignfw.exceptions import ConfigError, DataError
-from alignfw.plugins.algorithms.dpo import dpo_loss
+from alignfw.objectives import dpo_loss
 
 # sequence log-probs of two pairs: h = (pc - rc) - (pr - rr) = [1.0, -2.0]
 PC, PR = torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -1.0])
@@ -48,7 +48,7 @@ def test_first_step_starts_at_log2_with_the_policy_equal_to_the_reference(make_t
     assert stats["loss/total"] == pytest.approx(math.log(2), abs=1e-6)
     assert stats["rewards/chosen"] == stats["rewards/margins"] == 0.0
     # logps are sums of the response's token log-probs (EOS included) under the policy
-    from alignfw.plugins.algorithms._common import response_logprobs
+    from alignfw.models import response_logprobs
 
     with torch.no_grad():
         t.algo.ref.eval()

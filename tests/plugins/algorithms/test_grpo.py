@@ -10,8 +10,8 @@ import torch
 from helpers import REPO, demo_trainer
 
 from alignfw.exceptions import TrainingError
+from alignfw.objectives import aggregate_loss, clipped_surrogate, group_advantages, kl_estimate
 from alignfw.plugins.algorithms.ppo import clipped_policy_loss
-from alignfw.rollout import aggregate_loss, clipped_surrogate, group_advantages, k3_kl
 
 ALGO = "grpo"
 
@@ -51,17 +51,26 @@ def test_group_advantages_reject_partial_groups():
 def test_k3_kl_matches_hand_computation_and_masks():
     logp = torch.log(torch.tensor([[0.5, 0.2, 0.9]]))
     ref = torch.log(torch.tensor([[0.25, 0.2, 0.1]]))
-    kl = k3_kl(logp, ref, torch.tensor([[1.0, 1.0, 0.0]]))
+    kl = kl_estimate(logp, ref, torch.tensor([[1.0, 1.0, 0.0]]), "k3")
     # ratio ref/pi = 0.5: 0.5 - ln 0.5 - 1; equal probabilities: 0; masked: 0
     torch.testing.assert_close(kl, torch.tensor([[0.5 - math.log(0.5) - 1.0, 0.0, 0.0]]))
 
 
-def test_k3_kl_is_an_unbiased_estimate_of_the_kl():
+@pytest.mark.parametrize("kind", ["k1", "k3"])
+def test_k1_and_k3_are_unbiased_estimates_of_the_kl(kind):
     p = torch.tensor([0.6, 0.3, 0.1])
     q = torch.tensor([0.2, 0.5, 0.3])
     expected = (p * (p / q).log()).sum()  # KL(p || q)
-    estimate = (p * k3_kl(p.log(), q.log())).sum()  # E_{x ~ p}[k3(x)]
+    estimate = (p * kl_estimate(p.log(), q.log(), kind=kind)).sum()  # E_{x ~ p}[k(x)]
     torch.testing.assert_close(estimate, expected)
+
+
+def test_k2_is_half_the_squared_log_ratio_and_k3_is_never_negative():
+    logp, ref = torch.randn(4, 7), torch.randn(4, 7)
+    torch.testing.assert_close(kl_estimate(logp, ref, kind="k2"), 0.5 * (logp - ref) ** 2)
+    assert bool((kl_estimate(logp, ref, kind="k3") >= 0).all())
+    with pytest.raises(ValueError, match="k1, k2, k3"):
+        kl_estimate(logp, ref, kind="k4")
 
 
 def test_clipped_surrogate_token_mean_is_ppos_loss():

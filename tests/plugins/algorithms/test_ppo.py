@@ -9,8 +9,9 @@ import torch
 from helpers import demo_trainer
 
 from alignfw.exceptions import TrainingError
-from alignfw.plugins.algorithms.ppo import clipped_policy_loss, clipped_value_loss, kl_shaped_rewards
-from alignfw.rollout import AdaptiveKLController, compute_rewards, masked_mean, masked_whiten
+from alignfw.objectives import AdaptiveKLController, clipped_value_loss, kl_shaped_rewards, masked_mean, masked_whiten
+from alignfw.plugins.algorithms.ppo import clipped_policy_loss
+from alignfw.rollout import compute_rewards
 
 
 def test_kl_shaped_rewards_put_score_on_last_real_token():

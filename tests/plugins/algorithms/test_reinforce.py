@@ -9,7 +9,8 @@ import torch
 from helpers import REPO, demo_trainer
 
 from alignfw.exceptions import TrainingError
-from alignfw.plugins.algorithms.reinforce import discounted_returns, update_baseline
+from alignfw.objectives import discounted_returns
+from alignfw.plugins.algorithms.reinforce import update_baseline
 
 ALGO = "reinforce"
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from alignfw.exceptions import DataError
-from alignfw.plugins.algorithms.reward_model import bradley_terry_loss, pair_accuracy
+from alignfw.objectives import bradley_terry_loss
+from alignfw.plugins.algorithms.reward_model import pair_accuracy
 from alignfw.types import Record
 
 

@@ -10,8 +10,7 @@ import torch
 from helpers import REPO, demo_trainer
 
 from alignfw.exceptions import TrainingError
-from alignfw.plugins.algorithms.rloo import kl_penalised_rewards
-from alignfw.rollout import clipped_surrogate, leave_one_out_advantages
+from alignfw.objectives import clipped_surrogate, kl_penalised_rewards, leave_one_out_advantages
 
 ALGO = "rloo"
 

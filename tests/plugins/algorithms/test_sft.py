@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from alignfw.plugins.algorithms.sft import sft_loss
+from alignfw.objectives import sft_loss
 
 
 def test_sft_loss_is_the_token_mean_nll_over_the_response():

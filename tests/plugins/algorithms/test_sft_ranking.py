@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alignfw.exceptions import ConfigError, DataError
-from alignfw.plugins.algorithms.sft_ranking import pro_loss, rrhf_loss
+from alignfw.objectives import pro_loss, rrhf_loss
 
 
 def test_rrhf_hinge_counts_only_misordered_pairs():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from alignfw.exceptions import ConfigError
-from alignfw.plugins.models.hf import HFModelConfig, build_hf_model, resolve_model_path
+from alignfw.models import resolve_model_path
+from alignfw.plugins.models.hf import HFModelConfig, build_hf_model
 
 
 def test_builtin_tiny_loads_and_generates():
@@ -82,8 +83,8 @@ def test_builtin_tiny_uses_the_rust_tokenizer_with_identical_ids():
 
 
 def test_other_tokenizer_families_fall_back_to_hugging_face(tmp_path):
-    from alignfw.plugins.models.hf import _native_tokenizer
+    from alignfw.models import native_tokenizer
 
     (tmp_path / "tokenizer.json").write_text('{"model": {"type": "WordPiece", "vocab": {}}}')
-    assert _native_tokenizer(str(tmp_path)) is None
-    assert _native_tokenizer(str(tmp_path / "absent")) is None
+    assert native_tokenizer(str(tmp_path)) is None
+    assert native_tokenizer(str(tmp_path / "absent")) is None

@@ -13,7 +13,7 @@ from alignfw.plugins.rewards.reward_model import RewardModel, RewardModelConfig
 def rm_dir(tmp_path_factory):
     from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
 
-    from alignfw.plugins.models.hf import resolve_model_path
+    from alignfw.models import resolve_model_path
 
     path = tmp_path_factory.mktemp("rm")
     tok = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny"))

@@ -1,0 +1,62 @@
+"""Finding and loading weights: model paths (local, hub id, ``builtin:``), dtypes, alignfw's
+tokenizer for a model directory. Weights load through safetensors only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from alignfw.exceptions import ConfigError, TokenizerFormatError
+
+__all__ = ["BUILTIN_MODELS", "native_tokenizer", "parse_dtype", "resolve_model_path"]
+
+#: ``builtin:<name>`` models shipped inside alignfw (``plugins/models/<name>``)
+BUILTIN_MODELS = {"tiny": Path(__file__).resolve().parents[1] / "plugins" / "models" / "tiny"}
+
+
+def resolve_model_path(path: str, option: str = "model.path") -> str:
+    """A local model directory (checked for ``config.json``), a ``builtin:`` model's directory, or a hub id as given.
+
+    ``option``: the config key named in errors.
+    """
+    if path.startswith("builtin:"):
+        name = path.split(":", 1)[1]
+        if name not in BUILTIN_MODELS:
+            raise ConfigError(f"unknown built-in model {path!r}; built-in models: {', '.join('builtin:' + k for k in BUILTIN_MODELS)}")
+        return str(BUILTIN_MODELS[name])
+    p = Path(path).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise ConfigError(
+                f"{option}={path!r} is a directory without config.json; point it at a Hugging Face model directory "
+                "(the output of save_pretrained)"
+            )
+        return str(p)
+    if path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise ConfigError(f"{option}={path!r} does not exist; give a local model directory, a hub id, or builtin:tiny")
+    return path  # a hub id; from_pretrained reports network problems itself
+
+
+def parse_dtype(name: str, device: torch.device, option: str = "model.dtype") -> torch.dtype:
+    """``auto`` (bf16 on a CUDA device that supports it, else fp32) or a torch dtype's name."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise ConfigError(f"{option}={name!r} is not a dtype; use auto, float32, bfloat16 or float16")
+    return dt
+
+
+def native_tokenizer(path: str):
+    """alignfw's Rust tokenizer for a local directory's ``tokenizer.json`` when its family is
+    supported (byte-level BPE), else None (Hugging Face's tokenizer is used)."""
+    from alignfw.tokenizer import Tokenizer
+
+    file = Path(path) / "tokenizer.json"
+    if not file.is_file():
+        return None
+    try:
+        return Tokenizer.from_file(file)
+    except TokenizerFormatError:  # another family (SentencePiece, WordPiece, ...): Hugging Face's
+        return None

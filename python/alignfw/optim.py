@@ -1,0 +1,185 @@
+"""Optimisation: the optimizer builder, learning-rate schedules and the one update loop.
+
+Every algorithm, online or offline, built-in or third-party, updates its model through
+:func:`accumulate`: micro-batches, each loss scaled by its weight and back-propagated (inside
+``no_sync`` unless an optimizer step follows, so under torchrun gradients are all-reduced once per
+step), an optimizer step every ``accum_steps`` micro-batches and on the remainder, each step
+clipping the gradient norm (:func:`optimizer_step`) and advancing the schedule.
+
+- :func:`build_optimizer`: AdamW, no weight decay on biases and norms, fused where possible;
+- :func:`lr_schedule`: linear warmup, then cosine / linear / constant (a ``LambdaLR``);
+- :func:`micro_batches`, :func:`shuffled_minibatches`: how a batch is cut;
+- :func:`accumulate`, :func:`optimizer_step`; :func:`batch_step`, the offline algorithms' step.
+
+Reference: torchtune's recipes (gradient accumulation, ``get_cosine_schedule_with_warmup``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, ContextManager, Sequence, TypeVar
+
+import torch
+
+from alignfw.distributed import to_float
+from alignfw.exceptions import ConfigError, DataError
+
+__all__ = [
+    "SCHEDULES",
+    "accumulate",
+    "batch_step",
+    "build_optimizer",
+    "lr_schedule",
+    "micro_batches",
+    "optimizer_step",
+    "shuffled_minibatches",
+]
+
+T = TypeVar("T")
+
+#: learning-rate shapes after the warmup
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def build_optimizer(params: Sequence[torch.nn.Parameter], *, lr: float, weight_decay: float, adam_eps: float) -> torch.optim.AdamW:
+    """AdamW over ``params`` (no decay on biases and norm weights: the 1-D parameters).
+
+    The fused implementation (one kernel over all parameters, on CPU as on GPU) when every
+    parameter is a plain tensor; FSDP2's sharded parameters (DTensors) take the default one.
+    """
+    params = [p for p in params if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = bool(params) and all(type(p.data) is torch.Tensor and p.is_floating_point() for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, eps=adam_eps, fused=fused or None)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, *, schedule: str, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
+    """Linear warmup over ``warmup_steps``, then ``schedule`` down to ``min_lr_ratio * lr`` at ``total_steps``.
+
+    ``cosine`` and ``linear`` decay; ``constant`` stays at ``lr`` after warmup. Returns a
+    ``torch.optim.lr_scheduler.LambdaLR`` stepped once per optimizer step.
+    """
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"algo.schedule={schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
+        raise ConfigError("algo.warmup_steps must be >= 0 and algo.min_lr_ratio in [0, 1]")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+        return min_lr_ratio + (1.0 - min_lr_ratio) * decay
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def micro_batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """Consecutive slices of ``size`` items (``size <= 0``: one slice with everything)."""
+    size = size if size > 0 else len(items)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def shuffled_minibatches(n: int, size: int, epochs: int, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Index tensors of ``epochs`` passes over ``n`` rows, each pass a fresh permutation cut into ``size``."""
+    out: list[torch.Tensor] = []
+    for _ in range(epochs):
+        perm = torch.randperm(n, device=device)
+        out += [perm[s : s + size] for s in range(0, n, size)]
+    return out
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], max_grad_norm: float | None, scheduler: Any = None
+) -> dict[str, float]:
+    """Clip the gradient norm (``max_grad_norm`` <= 0 or None: measure it only), step, zero the
+    gradients, advance ``scheduler``. Returns ``grad_norm`` (before clipping) and the ``lr`` used."""
+    limit = max_grad_norm if max_grad_norm is not None and max_grad_norm > 0 else float("inf")
+    gn = torch.nn.utils.clip_grad_norm_(params, limit)  # a DTensor under FSDP2
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
+    return {"grad_norm": to_float(gn), "lr": lr}
+
+
+def accumulate(
+    batches: Sequence[T],
+    loss_fn: Callable[[T], tuple[torch.Tensor, dict[str, float]]],
+    *,
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.nn.Parameter],
+    max_grad_norm: float | None,
+    weights: Sequence[float] | None = None,
+    accum_steps: int | None = None,
+    scheduler: Any = None,
+    no_sync: Callable[[bool], ContextManager[Any]] | None = None,
+) -> dict[str, float]:
+    """The update loop: back-propagate ``weights[i] * loss_fn(batches[i])`` for every micro-batch and
+    take an optimizer step after every ``accum_steps`` of them (``None``: one step after all) and
+    after the last.
+
+    Args:
+        batches: Micro-batches, anything ``loss_fn`` takes (records, index tensors).
+        loss_fn: ``batch -> (loss, stats)``, a scalar loss and float stats of that micro-batch.
+        weights: Each micro-batch's factor on its loss (default ``1 / accum_steps``). With weights
+            that are each micro-batch's share of the batch, the accumulated gradient is the
+            full-batch gradient whatever the micro-batch size.
+        no_sync: ``no_sync(skip)`` (:meth:`alignfw.models.CausalLM.no_sync`): every backward but the
+            one before an optimizer step runs without the cross-rank gradient all-reduce.
+
+    Returns:
+        Each stat and ``loss/total`` averaged over micro-batches with ``weights``; ``grad_norm`` and
+        ``lr`` averaged over the optimizer steps taken.
+    """
+    n = len(batches)
+    per_step = accum_steps if accum_steps is not None else n
+    if per_step < 1:
+        raise ConfigError(f"gradient accumulation over {per_step} micro-batches: use >= 1")
+    ws = list(weights) if weights is not None else [1.0 / per_step] * n
+    sums: dict[str, float] = {}
+    norms: dict[str, float] = {}
+    steps: dict[str, list[float]] = {}
+    for i, mb in enumerate(batches):
+        step_after = (i + 1) % per_step == 0 or i + 1 == n
+        with no_sync(not step_after) if no_sync is not None else contextlib.nullcontext():
+            loss, stats = loss_fn(mb)
+            (loss * ws[i]).backward()
+        for k, v in {"loss/total": loss.item(), **stats}.items():
+            sums[k] = sums.get(k, 0.0) + ws[i] * v
+            norms[k] = norms.get(k, 0.0) + ws[i]
+        if step_after:
+            for k, v in optimizer_step(optimizer, params, max_grad_norm, scheduler).items():
+                steps.setdefault(k, []).append(v)
+    out = {k: sums[k] / norms[k] if norms[k] else 0.0 for k in sums}
+    out.update({k: sum(v) / len(v) for k, v in steps.items()})
+    return out
+
+
+def batch_step(
+    loss_fn: Callable[[Sequence[T]], tuple[torch.Tensor, dict[str, float]]],
+    items: Sequence[T],
+    *,
+    micro_batch_size: int,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """One optimizer step on ``items`` through :func:`accumulate`, cut into micro-batches of
+    ``micro_batch_size`` (0: all at once), each loss weighted by its micro-batch's share of the items.
+
+    ``loss_fn`` returns the mean loss of its micro-batch, so the step equals one full-batch step
+    whatever the micro-batch size; stats are averaged with the same weights. Under torchrun
+    ``items`` is this rank's share (the same size on every rank) and the wrapper averages gradients
+    over ranks, so the step equals the single-process step when the micro-batch size divides the
+    share. ``kwargs``: :func:`accumulate`'s ``optimizer``, ``params``, ``max_grad_norm``,
+    ``scheduler``, ``no_sync``.
+    """
+    if not items:
+        raise DataError("an algorithm step got no records")
+    batches = micro_batches(items, micro_batch_size)
+    return accumulate(batches, loss_fn, weights=[len(mb) / len(items) for mb in batches], **kwargs)
