@@ -22,11 +22,11 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: i
 
 def demo_trainer(
     reg, run_dir: Path, algo_name: str, *, seed: int = 0, algo: dict | None = None, data: dict | None = None,
-    reward: str | None = "bleu", preset: bool = True, **run,
+    reward: str | None = "bleu", preset: bool = True, model: dict | None = None, **run,
 ):
     """A pipeline ``Trainer`` for ``algo_name`` on the tiny model and task, with the shipped preset
     ``conf/preset/tiny_<algo>.yaml`` (its ``algo.*`` and ``data.*`` values; ``preset=False``: the
-    dataclass defaults) under the ``algo``/``data`` overrides."""
+    dataclass defaults) under the ``algo``/``data`` overrides; ``model``: options of ``hf_causal_lm``."""
     from omegaconf import OmegaConf
 
     from alignfw._hydra import named_config
@@ -36,7 +36,7 @@ def demo_trainer(
     path = REPO / "conf" / "preset" / f"tiny_{algo_name}.yaml"
     tuned = OmegaConf.to_container(OmegaConf.load(path)) if preset and path.exists() else {}
     cfg = AlignfwConfig(seed=seed, device="cpu")
-    cfg.model = named_config(reg.get("model", "hf_causal_lm").config, "hf_causal_lm")()
+    cfg.model = named_config(reg.get("model", "hf_causal_lm").config, "hf_causal_lm")(**(model or {}))
     cfg.data = named_config(reg.get("data", "tiny_task").config, "tiny_task")(**{**tuned.get("data", {}), **(data or {})})
     if reward is not None:
         cfg.reward = named_config(reg.get("reward", reward).config, reward)()

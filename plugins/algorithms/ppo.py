@@ -98,8 +98,7 @@ class PPO:
         ro = rollout(model, self.reward, records, self.rollout_cfg)
         scores, mask = ro.scores, ro.mask  # (b,), (b, R)
         if cfg.missing_eos_penalty is not None:
-            has_eos = (ro.gen.response_ids == model.tokenizer.eos_token_id).logical_and(ro.gen.response_mask.bool()).any(1)
-            scores = scores + (~has_eos).float() * cfg.missing_eos_penalty
+            scores = scores + (~ro.gen.ended).float() * cfg.missing_eos_penalty  # ended: any of the model's EOS ids
 
         old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref, values=True)
         old_logprobs, old_values = old["logprobs"], old["values"]

@@ -8,13 +8,14 @@ pickled ``.bin`` weights, and remote code runs only when ``trust_remote_code`` i
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import CausalLM, native_tokenizer, parse_dtype, resolve_model_path
+from alignfw.models import CausalLM, enable_checkpointing, native_tokenizer, parse_dtype, resolve_model_path
 from alignfw.registry import BuildContext
 
 __all__ = ["HFModelConfig", "build_hf_model"]
@@ -26,7 +27,14 @@ class HFModelConfig:
 
     path: str = "builtin:tiny"  #: local directory, hub id, or builtin:<name> (builtin: tiny)
     tokenizer: str | None = None  #: tokenizer directory if not ``path``
-    dtype: str = "auto"  #: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16
+    #: dtype of the parameters, i.e. the optimizer's master weights: auto (= float32), float32,
+    #: bfloat16, float16. Keep float32 to train: AdamW's small updates vanish in 16-bit weights.
+    dtype: str = "auto"
+    #: compute precision: auto (bf16 on a CUDA device that supports it, else fp32), fp32 or bf16
+    #: (autocast: bf16 matmuls, fp32 master weights and optimizer state; the frozen reference in bf16)
+    precision: str = "auto"
+    max_length: int | None = None  #: longest prompt + response scored (None: the model's context)
+    max_prompt_length: int | None = None  #: longest prompt sampled from (None: what max_length leaves)
     attn_implementation: str | None = None  #: eager, sdpa, alignfw (the fused Triton kernel), ...
     #: encode/decode rollouts with alignfw's Rust BPE when the tokenizer is byte-level BPE
     #: (GPT-2, Llama 3, Qwen2 families); other families always use Hugging Face's tokenizer
@@ -42,7 +50,17 @@ def build_hf_model(cfg: HFModelConfig, ctx: BuildContext | None = None) -> Causa
 
     device = ctx.device if ctx is not None and ctx.device is not None else torch.device("cpu")
     path = resolve_model_path(cfg.path)
-    kwargs = dict(dtype=parse_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    dtype = torch.float32 if cfg.dtype == "auto" else parse_dtype(cfg.dtype, device)
+    if dtype != torch.float32:
+        warnings.warn(
+            f"model.dtype={cfg.dtype}: the parameters AdamW updates are {dtype}, which loses updates smaller than "
+            f"{torch.finfo(dtype).eps / 2:.0e} of a weight; to train, keep model.dtype=float32 and set model.precision=bf16",
+            stacklevel=2,
+        )
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    kwargs = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     if cfg.attn_implementation:
         if cfg.attn_implementation == "alignfw":
             from alignfw.ops.attention import register_attention
@@ -56,8 +74,11 @@ def build_hf_model(cfg: HFModelConfig, ctx: BuildContext | None = None) -> Causa
     except OSError as e:
         raise ConfigError(f"could not load model.path={cfg.path!r}: {e}".strip()) from e
     if cfg.gradient_checkpointing:
-        lm.gradient_checkpointing_enable()
-    return CausalLM(lm, tok, device, fast_tokenizer=native_tokenizer(tok_path) if cfg.fast_tokenizer else None)
+        enable_checkpointing(lm)
+    fast = native_tokenizer(tok_path) if cfg.fast_tokenizer else None
+    return CausalLM(
+        lm, tok, device, fast, precision=precision, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
+    )
 
 
 @hookimpl

@@ -212,7 +212,9 @@ class Trainer:
             idx = batch_for_step(len(self.train_records), cfg.run.batch_size, self.step, cfg.seed)
             if self.world > 1:
                 idx = distributed.shard(idx)  # this rank's contiguous share; GRPO/RLOO groups form on one rank
-            metrics = distributed.mean_metrics(self.algo.step([self.train_records[i] for i in idx]))
+            metrics = self.algo.step([self.train_records[i] for i in idx])
+            metrics.update(self.model.take_stats())  # truncation counters of this step's encoding
+            metrics = distributed.mean_metrics(metrics)
             bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
             if bad:
                 raise TrainingError(

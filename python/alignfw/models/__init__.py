@@ -10,7 +10,7 @@ that implements it (:class:`CausalLM`), scoring (fused log-probs from hidden sta
 """
 
 from alignfw.models.causal_lm import CausalLM
-from alignfw.models.classifier import classifier_from_policy, load_classifier, score_sequences
+from alignfw.models.classifier import checkpointing, classifier_from_policy, enable_checkpointing, load_classifier, score_sequences
 from alignfw.models.loading import BUILTIN_MODELS, native_tokenizer, parse_dtype, resolve_model_path
 from alignfw.models.protocol import Generation, PolicyModel
 from alignfw.models.scoring import (
@@ -28,7 +28,9 @@ __all__ = [
     "Generation",
     "PolicyModel",
     "PolicyModule",
+    "checkpointing",
     "classifier_from_policy",
+    "enable_checkpointing",
     "disable_dropout",
     "forward_hidden",
     "load_classifier",

@@ -5,6 +5,7 @@ need (encode, generate, score, wrap for several processes, save).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -12,21 +13,80 @@ import torch
 from torch import nn
 
 from alignfw import distributed
+from alignfw.exceptions import ConfigError
 from alignfw.models.protocol import Generation
 from alignfw.models.scoring import PolicyModule, score_tokens
 
-__all__ = ["CausalLM"]
+__all__ = ["PRECISIONS", "CausalLM", "context_length", "eos_token_ids"]
+
+#: compute precision -> autocast dtype (None: no autocast, fp32 compute)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def eos_token_ids(lm: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a response: the generation config's ``eos_token_id`` (an int or a list:
+    Llama-3 instruct models end turns with ``<|eot_id|>`` besides ``<|end_of_text|>``) and the
+    tokenizer's EOS."""
+    ids: set[int] = set()
+    for source in (getattr(getattr(lm, "generation_config", None), "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source is not None:
+            ids.update(int(i) for i in source)
+    return sorted(ids)
+
+
+def context_length(lm: Any) -> int | None:
+    """The longest sequence the model's positions allow (None: not declared)."""
+    cfg = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        n = getattr(cfg, key, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
 
 
 class CausalLM:
     """A policy: ``lm`` (``transformers`` causal LM), ``tokenizer``, optional ``value_head``, optional ``ref``."""
 
-    def __init__(self, lm: Any, tokenizer: Any, device: torch.device | str = "cpu", fast_tokenizer: Any = None) -> None:
+    def __init__(
+        self,
+        lm: Any,
+        tokenizer: Any,
+        device: torch.device | str = "cpu",
+        fast_tokenizer: Any = None,
+        *,
+        precision: str = "fp32",
+        max_length: int | None = None,
+        max_prompt_length: int | None = None,
+    ) -> None:
         """``fast_tokenizer``: an :class:`alignfw.tokenizer.Tokenizer` with the same vocabulary, used
         for the encode/decode calls of rollouts (Rust, GIL released, parallel over the batch); the
-        Hugging Face ``tokenizer`` remains for saving and for everything else."""
+        Hugging Face ``tokenizer`` remains for saving and for everything else.
+
+        ``precision``: the compute precision. ``bf16`` runs every forward under
+        ``torch.autocast(dtype=bfloat16)`` while the parameters (the optimizer's master weights)
+        and the optimizer state stay in their own dtype (float32 for training): bf16 has 8
+        significant bits, so an update smaller than 1/256 of a weight stored in bf16 is lost.
+        The frozen reference is kept in bf16 (it is never updated).
+
+        ``max_length``: the longest prompt + response scored (default: the model's context);
+        ``max_prompt_length``: the longest prompt sampled from (default: ``max_length`` minus the
+        new tokens). Longer prompts lose their beginning, longer responses their end; each cut is
+        counted (:meth:`take_stats`).
+        """
+        if precision not in PRECISIONS:
+            raise ConfigError(f"model.precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
         self.lm = lm.to(self.device)
+        self.compute_dtype = PRECISIONS[precision]
+        self.eos_token_ids = eos_token_ids(lm, tokenizer)
+        context = context_length(lm)
+        self.max_length = max_length if max_length is not None else context
+        if context is not None and self.max_length is not None and self.max_length > context:
+            raise ConfigError(f"model.max_length={self.max_length} exceeds the model's context of {context} tokens; use at most {context}")
+        self.max_prompt_length = max_prompt_length
+        self._stats: dict[str, float] = {}
         self.tokenizer = tokenizer
         self.fast_tokenizer = fast_tokenizer
         if tokenizer.pad_token_id is None:
@@ -66,6 +126,8 @@ class CausalLM:
             self._check_not_wrapped("make_reference")
             self.ref = copy.deepcopy(self.lm).eval()
             self.ref.requires_grad_(False)
+            if self.compute_dtype is not None:  # frozen: no master copy needed, half the memory
+                self.ref.to(self.compute_dtype)
         return self.ref
 
     def _check_not_wrapped(self, what: str) -> None:
@@ -81,6 +143,33 @@ class CausalLM:
         if self.value_head is not None:
             params += list(self.value_head.parameters())
         return params
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The compute-precision context every forward runs in (nothing for fp32)."""
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    def take_stats(self) -> dict[str, float]:
+        """Counters since the last call (``data/truncated_prompts``, ``data/truncated_responses``), then reset."""
+        out, self._stats = self._stats, {}
+        return out
+
+    def _count(self, key: str, n: int) -> None:
+        if n:
+            self._stats[key] = self._stats.get(key, 0.0) + n
+
+    def _keep_last(self, ids: torch.Tensor, mask: torch.Tensor, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(b, P)`` prompts cut to their last ``limit`` tokens, counting the prompts that lose any."""
+        if limit is None or ids.shape[1] <= limit:
+            return ids, mask
+        if limit < 1:
+            raise ConfigError(
+                f"no room for the prompt: model.max_length={self.max_length} leaves {limit} tokens; raise model.max_length "
+                "or lower rollout.max_new_tokens"
+            )
+        self._count("data/truncated_prompts", int((mask[:, :-limit].sum(1) > 0).sum()))
+        return ids[:, -limit:], mask[:, -limit:]
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -135,14 +224,30 @@ class CausalLM:
             r_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
             r_mask[i, : len(r)] = 1
         r_ids, r_mask = r_ids.to(self.device), r_mask.to(self.device)
+        if self.max_length is not None:  # the response keeps its beginning, the prompt its end
+            if R > self.max_length - 1:
+                self._count("data/truncated_responses", int((r_mask[:, self.max_length - 1 :].sum(1) > 0).sum()))
+                r_ids, r_mask, R = r_ids[:, : self.max_length - 1], r_mask[:, : self.max_length - 1], self.max_length - 1
+            p_ids, p_mask = self._keep_last(p_ids, p_mask, self.max_length - R)
         sequences = torch.cat([p_ids, r_ids], dim=1)  # (b, P + R)
         attention_mask = torch.cat([p_mask, r_mask], dim=1)
         return Generation(sequences, attention_mask, r_mask, p_ids.shape[1], list(responses))
 
     @torch.no_grad()
     def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Generation:
-        """Sample one continuation per prompt with the policy in eval mode."""
+        """Sample one continuation per prompt with the policy in eval mode; any of
+        :attr:`eos_token_ids` ends a response (``response_mask`` keeps it, ``ended`` says so)."""
         ids, mask = self.encode_prompts(prompts)
+        limit = self.max_prompt_length
+        if self.max_length is not None:
+            if max_new_tokens >= self.max_length:
+                raise ConfigError(
+                    f"rollout.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+                    f"{self.max_length}-token context; lower it"
+                )
+            room = self.max_length - max_new_tokens
+            limit = room if limit is None else min(limit, room)
+        ids, mask = self._keep_last(ids, mask, limit)
         was_training = self.lm.training
         self.lm.eval()
         tok = self.tokenizer
@@ -156,25 +261,26 @@ class CausalLM:
             top_k=top_k if sample else None,
             top_p=top_p if sample else None,
             pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=self.eos_token_ids,
         )
-        if self.fsdp:
-            # through the FSDP2 root's forward (it gathers the root's shards); synced_gpus keeps every
-            # rank stepping until all are done, so the per-forward all-gathers stay matched
-            out = self._policy_module(generate=dict(kwargs, synced_gpus=True))
-        else:
-            out = self.lm.generate(**kwargs)
+        with self.autocast():
+            if self.fsdp:
+                # through the FSDP2 root's forward (it gathers the root's shards); synced_gpus keeps every
+                # rank stepping until all are done, so the per-forward all-gathers stay matched
+                out = self._policy_module(generate=dict(kwargs, synced_gpus=True))
+            else:
+                out = self.lm.generate(**kwargs)
         self.lm.train(was_training)
         P = ids.shape[1]
         resp = out[:, P:]  # (b, R)
-        is_eos = resp == tok.eos_token_id
+        is_eos = torch.isin(resp, torch.tensor(self.eos_token_ids, device=resp.device))
         # keep tokens up to and including the first EOS
         after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
         response_mask = (~after_eos).long()
         attention_mask = torch.cat([mask, response_mask], dim=1)
         lengths = response_mask.sum(1).tolist()
         texts = self.decode_texts([row[:n] for row, n in zip(resp.tolist(), lengths)])
-        return Generation(out, attention_mask, response_mask, P, texts)
+        return Generation(out, attention_mask, response_mask, P, texts, ended=is_eos.any(1))
 
     # -- scoring ------------------------------------------------------------------------------
 
@@ -193,12 +299,16 @@ class CausalLM:
         if lm is None or lm is self.lm:
             if values and self.value_head is None:
                 raise RuntimeError("score(values=True) needs add_value_head() first")
-            if self._wrapped:
-                out = self._policy_module(*args, temperature=temperature, values=values, entropy=entropy)
-            else:
-                out = score_tokens(self.lm, self.value_head, *args, temperature=temperature, values=values, entropy=entropy, fused_head=self._fused_head)
+            with self.autocast():
+                if self._wrapped:
+                    out = self._policy_module(*args, temperature=temperature, values=values, entropy=entropy)
+                else:
+                    out = score_tokens(
+                        self.lm, self.value_head, *args, temperature=temperature, values=values, entropy=entropy, fused_head=self._fused_head
+                    )
         else:
-            out = score_tokens(lm, None, *args, temperature=temperature, entropy=entropy, fused_head=self._fused_head)
+            with self.autocast():
+                out = score_tokens(lm, None, *args, temperature=temperature, entropy=entropy, fused_head=self._fused_head)
         if values:
             out["values"] = out["values"] * gen.response_mask
         return out

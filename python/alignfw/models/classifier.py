@@ -18,7 +18,7 @@ from torch import nn
 from alignfw.exceptions import ConfigError
 from alignfw.models.loading import parse_dtype, resolve_model_path
 
-__all__ = ["classifier_from_policy", "load_classifier", "score_sequences"]
+__all__ = ["checkpointing", "enable_checkpointing", "classifier_from_policy", "load_classifier", "score_sequences"]
 
 
 def _prepare_tokenizer(tok: Any) -> Any:
@@ -58,7 +58,20 @@ def classifier_from_policy(lm: nn.Module, tokenizer: Any) -> tuple[nn.Module, An
     missing, unexpected = rm.base_model.load_state_dict(lm.base_model.state_dict(), strict=False)
     if missing or unexpected:
         raise ConfigError(f"the policy's backbone does not fit {type(rm).__name__} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if checkpointing(lm):  # model.gradient_checkpointing=true applies to what is trained
+        enable_checkpointing(rm)
     return rm, tok
+
+
+def enable_checkpointing(model: nn.Module) -> None:
+    """Turn on gradient (activation) checkpointing of a ``transformers`` model (the name changed in v5)."""
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+
+
+def checkpointing(model: nn.Module) -> bool:
+    """Whether gradient (activation) checkpointing is on for a ``transformers`` model (any version)."""
+    flag = getattr(type(model), "is_activation_checkpointing", None) or getattr(type(model), "is_gradient_checkpointing", None)
+    return bool(flag.fget(model)) if isinstance(flag, property) else False
 
 
 def load_classifier(path: str, *, dtype: str, device: torch.device, option: str = "reward.path") -> tuple[nn.Module, Any]:

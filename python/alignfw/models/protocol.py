@@ -29,6 +29,8 @@ class Generation:
     response_mask: torch.Tensor
     prompt_len: int
     responses: list[str]
+    #: ``(b,)`` bool: the response ended with a stop token (None for given, not sampled, responses)
+    ended: torch.Tensor | None = None
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -36,7 +38,8 @@ class Generation:
 
     def select(self, idx: torch.Tensor) -> Generation:
         """The rows ``idx`` (a minibatch); texts are not carried over."""
-        return Generation(self.sequences[idx], self.attention_mask[idx], self.response_mask[idx], self.prompt_len, [])
+        ended = None if self.ended is None else self.ended[idx]
+        return Generation(self.sequences[idx], self.attention_mask[idx], self.response_mask[idx], self.prompt_len, [], ended)
 
 
 @runtime_checkable
@@ -75,6 +78,10 @@ class PolicyModel(Protocol):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters an optimizer should update (the policy's and the value head's)."""
+        ...
+
+    def take_stats(self) -> dict[str, float]:
+        """Counters since the last call (e.g. ``data/truncated_prompts``), logged with each step's metrics."""
         ...
 
     def no_sync(self, skip: bool = True) -> ContextManager[Any]:
