@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from alignfw.models import save_tokenizer
 from alignfw.plugins.data.tiny_task import CORRECT, DECOY, SOURCE, TinyTask, TinyTaskConfig, prompt_of, translate
 
 OUT = Path(__file__).resolve().parents[1] / "plugins" / "models" / "tiny"
@@ -45,7 +46,7 @@ def train_tokenizer(texts: list[str], vocab_size: int, out: Path):
 
     tok = Tokenizer.train_from_iterator(texts, vocab_size, special_tokens=[EOS, PAD], pattern="gpt2")
     fast = tok.to_hf(eos_token=EOS, bos_token=EOS, pad_token=PAD, padding_side="left")
-    fast.save_pretrained(out)
+    save_tokenizer(fast, out)
     return fast
 
 
@@ -109,7 +110,7 @@ def main() -> None:
     # 2.4e-7) in one kernel instead of five elementwise ops: ~10% of a CPU PPO step on this model.
     model.config.activation_function = "gelu_pytorch_tanh"
     model.save_pretrained(args.out, safe_serialization=True)
-    tok.save_pretrained(args.out)
+    save_tokenizer(tok, args.out)
     (args.out / "alignfw_tiny.json").write_text(json.dumps({k: getattr(args, k) for k in ("p_correct", "steps", "batch_size", "lr", "vocab_size", "seed")}, indent=2) + "\n")
     shutil.rmtree(tmp)
     print(f"saved to {args.out} ({sum(p.numel() for p in model.parameters())} parameters)")

@@ -103,6 +103,7 @@ class DPO:
             self._loss,
             records,
             micro_batch_size=self.cfg.micro_batch_size,
+            units=lambda mb: len(preference_pairs(mb, all_pairs=False, algo="DPO")[0]),  # the loss is a mean over pairs
             params=self.model.trainable_parameters(),
             optimizer=self.optimizer,
             scheduler=self.scheduler,

@@ -30,8 +30,8 @@ from alignfw.evaluation import evaluate_policy
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
-from alignfw.objectives import LOSS_AGGREGATIONS, aggregate_loss, clipped_surrogate, group_advantages, kl_estimate, masked_mean
-from alignfw.optim import accumulate, build_optimizer, shuffled_minibatches
+from alignfw.objectives import LOSS_AGGREGATIONS, aggregate_loss, aggregation_units, clipped_surrogate, group_advantages, kl_estimate, masked_mean
+from alignfw.optim import accumulate, accumulation_weights, build_optimizer, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -131,9 +131,11 @@ class GRPO:
             return aggregate_loss(per_token, m, cfg.loss_aggregation), stats
 
         minibatches = shuffled_minibatches(mask.shape[0], cfg.minibatch_size, cfg.ppo_epochs, mask.device)
+        units = aggregation_units(mask, cfg.loss_aggregation)  # (b,): what the aggregation is a mean over
         return accumulate(
-            minibatches, loss_fn, accum_steps=cfg.grad_accum, optimizer=self.optimizer,
-            params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+            minibatches, loss_fn, weights=accumulation_weights([float(units[idx].sum()) for idx in minibatches], cfg.grad_accum),
+            accum_steps=cfg.grad_accum, optimizer=self.optimizer, params=model.trainable_parameters(),
+            max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
         )  # fmt: skip
 
     # -- evaluation and state -----------------------------------------------------------------

@@ -37,7 +37,7 @@ from alignfw.objectives import (
     masked_mean,
 )
 from alignfw.ops import gae
-from alignfw.optim import accumulate, build_optimizer, shuffled_minibatches
+from alignfw.optim import accumulate, accumulation_weights, build_optimizer, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -145,9 +145,10 @@ class PPO:
             return loss, {**stats, **vf_stats}
 
         minibatches = shuffled_minibatches(mask.shape[0], cfg.minibatch_size, cfg.ppo_epochs, mask.device)
+        tokens = [float(mask[idx].sum()) for idx in minibatches]  # every loss term is a token mean
         return accumulate(
-            minibatches, loss_fn, accum_steps=cfg.grad_accum, optimizer=self.optimizer,
-            params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+            minibatches, loss_fn, weights=accumulation_weights(tokens, cfg.grad_accum), accum_steps=cfg.grad_accum,
+            optimizer=self.optimizer, params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
         )  # fmt: skip
 
     # -- evaluation and state -----------------------------------------------------------------

@@ -33,8 +33,16 @@ from alignfw.evaluation import evaluate_policy
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
-from alignfw.objectives import LOSS_AGGREGATIONS, discounted_returns, kl_estimate, kl_shaped_rewards, masked_mean
-from alignfw.optim import accumulate, build_optimizer, micro_batches
+from alignfw.objectives import (
+    LOSS_AGGREGATIONS,
+    aggregate_loss,
+    aggregation_units,
+    discounted_returns,
+    kl_estimate,
+    kl_shaped_rewards,
+    masked_mean,
+)
+from alignfw.optim import accumulate, accumulation_weights, build_optimizer, micro_batches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -126,24 +134,17 @@ class Reinforce:
         """One on-policy optimizer step over the rollout in minibatches (memory only: gradients accumulate)."""
         cfg, model, mask = self.cfg, self.model, ro.mask
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
-        units = _loss_units(mask, cfg.loss_aggregation)  # (b,): what each sequence adds to the denominator
-        total = units.sum().clamp(min=1)
-        world = distributed.world_size()
-        if world > 1:
-            # the global denominator over the ranks' mean of gradients: sum_all / total_all, as in one process
-            total = distributed.all_reduce_sum(units.sum()).clamp(min=1) / world
+        units = aggregation_units(mask, cfg.loss_aggregation)  # (b,): what the loss is a mean over
         rows = micro_batches(range(mask.shape[0]), cfg.minibatch_size)
 
         def loss_fn(sl: range) -> tuple[torch.Tensor, dict[str, float]]:
             s = slice(sl.start, sl.stop)
             logprobs = model.score(ro.gen.select(s), temperature=self.temperature)["logprobs"].float()  # (n, R)
             per_token = -advantages[s] * logprobs * mask[s]  # (n, R)
-            per_seq = per_token.sum(1) if cfg.loss_aggregation == "token" else per_token.sum(1) / mask[s].sum(1).clamp(min=1)
-            # the minibatch's mean loss; weighted by its share of the batch's units, the
-            # accumulated gradient is the whole batch's
-            return per_seq.sum() / units[s].sum().clamp(min=1e-8), {}
+            return aggregate_loss(per_token, mask[s], cfg.loss_aggregation), {}
 
-        weights = [(units[sl.start : sl.stop].sum().clamp(min=1e-8) / total).item() for sl in rows]
+        # minibatches bound memory only: one optimizer step whose gradient is the whole batch's
+        weights = accumulation_weights([float(units[sl.start : sl.stop].sum()) for sl in rows])
         stats = accumulate(
             rows, loss_fn, weights=weights, optimizer=self.optimizer, params=model.trainable_parameters(),
             max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
@@ -179,13 +180,6 @@ def update_baseline(baseline: float | None, batch_return: float, decay: float) -
     """Exponential moving average ``decay * baseline + (1 - decay) * batch_return``; the first
     batch's mean return starts it."""
     return batch_return if baseline is None else decay * baseline + (1.0 - decay) * batch_return
-
-
-def _loss_units(mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Per sequence, its weight in the loss denominator: its token count ("token") or 1 if it has
-    any token ("sequence"). Shape ``(b,)``."""
-    lengths = mask.sum(1)
-    return lengths if mode == "token" else (lengths > 0).float()
 
 
 @hookimpl

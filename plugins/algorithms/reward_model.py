@@ -35,7 +35,7 @@ from alignfw import distributed
 from alignfw.evaluation import evaluate_batches
 from alignfw.exceptions import ConfigError, DataError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import classifier_from_policy, disable_dropout, score_sequences
+from alignfw.models import classifier_from_policy, disable_dropout, save_tokenizer, score_sequences
 from alignfw.objectives import bradley_terry_loss
 from alignfw.optim import batch_step, build_optimizer, lr_schedule
 from alignfw.registry import BuildContext
@@ -128,6 +128,7 @@ class RewardModelTrainer:
             self._loss,
             records,
             micro_batch_size=self.cfg.micro_batch_size,
+            units=_units,
             params=list(self.rm.parameters()),
             optimizer=self.optimizer,
             scheduler=self.scheduler,
@@ -156,7 +157,7 @@ class RewardModelTrainer:
     def save_pretrained(self, path: str | Path) -> None:
         """Save the reward model (safetensors) and its tokenizer; ``+reward=reward_model reward.path=path`` loads it."""
         self.rm.save_pretrained(str(path), safe_serialization=True)
-        self.tokenizer.save_pretrained(str(path))
+        save_tokenizer(self.tokenizer, path)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +172,12 @@ class RewardModelTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.steps_done = int(state["steps_done"])
+
+
+def _units(records: Sequence[Record]) -> float:
+    """What the loss is a mean over: the comparisons (pairs) and the scored records."""
+    pairs = [r for r in records if r.kind in ("preference", "ranked")]
+    return float(len(preference_pairs(pairs, all_pairs=True, algo="reward_model")[0]) + len(records) - len(pairs))
 
 
 # -- the numerical pieces ---------------------------------------------------------------------

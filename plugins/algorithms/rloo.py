@@ -32,7 +32,7 @@ from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
 from alignfw.objectives import AdaptiveKLController, clipped_surrogate, kl_penalised_rewards, leave_one_out_advantages
-from alignfw.optim import accumulate, build_optimizer, shuffled_minibatches
+from alignfw.optim import accumulate, accumulation_weights, build_optimizer, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -126,9 +126,10 @@ class RLOO:
             return loss, {"loss/policy": loss.item(), "policy/clipfrac": st["clipped"].mean().item(), "policy/ratio": st["ratio"].mean().item()}
 
         minibatches = shuffled_minibatches(mask.shape[0], cfg.minibatch_size, cfg.ppo_epochs, mask.device)
+        sequences = [float(len(idx)) for idx in minibatches]  # the loss is a mean over sequences
         return accumulate(
-            minibatches, loss_fn, accum_steps=cfg.grad_accum, optimizer=self.optimizer,
-            params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+            minibatches, loss_fn, weights=accumulation_weights(sequences, cfg.grad_accum), accum_steps=cfg.grad_accum,
+            optimizer=self.optimizer, params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
         )  # fmt: skip
 
     # -- evaluation and state -----------------------------------------------------------------

@@ -21,9 +21,9 @@ import torch
 
 from alignfw.evaluation import evaluate_batches
 from alignfw.hookspecs import hookimpl
-from alignfw.models import PolicyModel, response_logprobs
+from alignfw.models import Generation, PolicyModel, disable_dropout, response_logprobs
 from alignfw.objectives import sft_loss
-from alignfw.optim import batch_step, build_optimizer, lr_schedule
+from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, micro_batches
 from alignfw.registry import BuildContext
 from alignfw.types import Record, sft_response
 
@@ -42,6 +42,7 @@ class SFTConfig:
     min_lr_ratio: float = 0.0  #: the schedule ends at lr * min_lr_ratio
     max_grad_norm: float = 1.0  #: 0 disables clipping
     micro_batch_size: int = 8  #: records per forward/backward (gradient accumulation; 0: the whole batch)
+    disable_dropout: bool = False  #: dropout off in training (makes a step a deterministic function of the batch)
 
 
 class SFT:
@@ -50,11 +51,21 @@ class SFT:
     def __init__(self, cfg: SFTConfig, ctx: BuildContext) -> None:
         self.cfg = cfg
         self.model: PolicyModel = ctx.model
+        if cfg.disable_dropout:
+            disable_dropout(self.model.lm)
         self.model.parallelize(ctx.distributed.strategy)
         self.optimizer = build_optimizer(self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps)
         self.scheduler = lr_schedule(
             self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.run.steps, min_lr_ratio=cfg.min_lr_ratio
         )
+
+    def _encode(self, records: Sequence[Record]) -> Generation:
+        return self.model.encode_pairs([r.prompt for r in records], [sft_response(r) for r in records])
+
+    def _loss_encoded(self, gen: Generation) -> tuple[torch.Tensor, dict[str, float]]:
+        """The token-mean NLL of one encoded micro-batch."""
+        lp = self.model.score(gen)["logprobs"].float()  # (b, R)
+        return sft_loss(lp, gen.response_mask.float()), {}
 
     def _loss(self, records: Sequence[Record]) -> tuple[torch.Tensor, dict[str, float]]:
         lp = response_logprobs(self.model, [r.prompt for r in records], [sft_response(r) for r in records])
@@ -65,18 +76,21 @@ class SFT:
         return loss, stats
 
     def step(self, records: list[Record]) -> dict[str, float]:
+        """One optimizer step; the loss is the mean over every response token of ``records``, so each
+        micro-batch weighs by its share of the tokens (not of the records)."""
         self.model.lm.train()
-        stats = batch_step(
-            self._loss,
-            records,
-            micro_batch_size=self.cfg.micro_batch_size,
+        encoded = [self._encode(mb) for mb in micro_batches(records, self.cfg.micro_batch_size)]
+        stats = accumulate(
+            encoded,
+            self._loss_encoded,
+            weights=accumulation_weights([float(g.response_mask.sum()) for g in encoded]),
             params=self.model.trainable_parameters(),
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             max_grad_norm=self.cfg.max_grad_norm,
             no_sync=self.model.no_sync,
         )
-        stats["loss/sft"] = stats.pop("nll_per_record") / max(stats.pop("tokens_per_record"), 1e-8)
+        stats["loss/sft"] = stats["loss/total"]  # token-weighted mean of token means: the batch's token mean
         return stats
 
     def evaluate(self, records: list[Record]) -> dict[str, float]:

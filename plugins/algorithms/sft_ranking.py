@@ -14,8 +14,9 @@ policy's *length-normalised* log-probability ``p_i = (1/|y_i|) sum_t log pi(y_i,
 
 RRHF is the default: its hinge is zero once the ranking holds, so a well-ranked list costs
 nothing beyond SFT on the best answer and the model is not pushed to keep widening margins; it
-is also what "SFT + ranking loss" usually means in practice. The NLL is the token mean over the
-best answers of the batch, as in :mod:`alignfw.plugins.algorithms.sft`. Optimiser, schedule and
+is also what "SFT + ranking loss" usually means in practice. The NLL is each best answer's token
+mean (``-p_best``), averaged over records as RRHF's reference code does, so every term of the loss
+is a mean over records and micro-batches weigh by record count. Optimiser, schedule and
 micro-batching are those of SFT. ``evaluate`` reports the held-out loss, the fraction of
 correctly ordered pairs (``eval/rank_accuracy``) and the fraction of records whose best answer
 scores highest (``eval/top1``).
@@ -31,8 +32,8 @@ import torch
 from alignfw.evaluation import evaluate_batches
 from alignfw.exceptions import ConfigError, DataError
 from alignfw.hookspecs import hookimpl
-from alignfw.models import PolicyModel, response_logprobs
-from alignfw.objectives import pro_loss, rrhf_loss, sft_loss
+from alignfw.models import PolicyModel, disable_dropout, response_logprobs
+from alignfw.objectives import pro_loss, rrhf_loss
 from alignfw.optim import batch_step, build_optimizer, lr_schedule
 from alignfw.registry import BuildContext
 from alignfw.types import Record
@@ -58,6 +59,7 @@ class SFTRankingConfig:
     min_lr_ratio: float = 0.0
     max_grad_norm: float = 1.0  #: 0 disables clipping
     micro_batch_size: int = 4  #: ranked records per forward/backward (each has k answers; 0: the whole batch)
+    disable_dropout: bool = False  #: dropout off in training (makes a step a deterministic function of the batch)
 
 
 class SFTRanking:
@@ -70,6 +72,8 @@ class SFTRanking:
             raise ConfigError("algo.pro_temperature must be > 0")
         self.cfg = cfg
         self.model: PolicyModel = ctx.model
+        if cfg.disable_dropout:
+            disable_dropout(self.model.lm)
         self.model.parallelize(ctx.distributed.strategy)
         self.optimizer = build_optimizer(self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps)
         self.scheduler = lr_schedule(
@@ -84,7 +88,7 @@ class SFTRanking:
         b = len(records)
         scores = (lp["sum"] / lp["length"]).view(b, k)  # length-normalised log-probs, (b, k)
         best = torch.arange(b, device=scores.device) * k  # rows of the best answers
-        nll = sft_loss(lp["token"][best], lp["mask"][best])
+        nll = -(scores[:, 0]).mean()  # each best answer's token-mean NLL, averaged over records
         if self.cfg.loss_type == "rrhf":
             rank = rrhf_loss(scores)
         else:

@@ -48,7 +48,7 @@ def build_hf_model(cfg: HFModelConfig, ctx: BuildContext | None = None) -> Causa
     """Load the model and tokenizer and wrap them in :class:`alignfw.models.CausalLM`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = ctx.device if ctx is not None and ctx.device is not None else torch.device("cpu")
+    device = torch.device(ctx.device if ctx is not None and ctx.device is not None else "cpu")
     path = resolve_model_path(cfg.path)
     dtype = torch.float32 if cfg.dtype == "auto" else parse_dtype(cfg.dtype, device)
     if dtype != torch.float32:

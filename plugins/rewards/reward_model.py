@@ -40,7 +40,7 @@ class RewardModel:
     def __init__(self, cfg: RewardModelConfig, ctx: BuildContext | None = None) -> None:
         if cfg.path == "???":
             raise ConfigError("reward=reward_model needs reward.path=<directory of a sequence-classification reward model>")
-        device = ctx.device if ctx is not None and ctx.device is not None else torch.device("cpu")
+        device = torch.device(ctx.device if ctx is not None and ctx.device is not None else "cpu")
         self.model, self.tokenizer = load_classifier(cfg.path, dtype=cfg.dtype, device=device)
         self.cfg = cfg
 

@@ -35,6 +35,7 @@ __all__ = [
     "LOSS_AGGREGATIONS",
     "AdaptiveKLController",
     "aggregate_loss",
+    "aggregation_units",
     "bradley_terry_loss",
     "clipped_surrogate",
     "clipped_value_loss",
@@ -294,6 +295,18 @@ def clipped_value_loss(
 #: ``"token"``: mean over every response token of the batch (DAPO, TRL's default);
 #: ``"sequence"``: mean over each response's tokens, then over responses (the GRPO paper).
 LOSS_AGGREGATIONS = ("token", "sequence")
+
+
+def aggregation_units(mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """What each sequence adds to :func:`aggregate_loss`'s denominator: its token count
+    (``"token"``) or 1 if it has any token (``"sequence"``). Shape ``(b,)``. Summed over a
+    micro-batch, these are its units for :func:`alignfw.optim.accumulation_weights`."""
+    lengths = mask.sum(1)
+    if mode == "token":
+        return lengths
+    if mode == "sequence":
+        return (lengths > 0).to(mask.dtype)
+    raise ValueError(f"loss aggregation {mode!r}: use one of {', '.join(LOSS_AGGREGATIONS)}")
 
 
 def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:

@@ -22,12 +22,14 @@ from typing import Any, Callable, ContextManager, Sequence, TypeVar
 
 import torch
 
+from alignfw import distributed
 from alignfw.distributed import to_float
 from alignfw.exceptions import ConfigError, DataError
 
 __all__ = [
     "SCHEDULES",
     "accumulate",
+    "accumulation_weights",
     "batch_step",
     "build_optimizer",
     "lr_schedule",
@@ -94,6 +96,26 @@ def shuffled_minibatches(n: int, size: int, epochs: int, device: torch.device | 
     return out
 
 
+def accumulation_weights(units: Sequence[float], accum_steps: int | None = None) -> list[float]:
+    """Loss weights that make accumulated gradients equal the gradient of one big batch.
+
+    ``units[i]`` is what micro-batch ``i``'s loss is a mean over (its tokens for a token-mean loss,
+    its sequences or records for a per-sequence one). Micro-batch ``i`` gets ``units[i] / U`` with
+    ``U`` the units of its accumulation group (``accum_steps`` consecutive micro-batches; ``None``:
+    all), so ``sum_i w_i * mean_i`` is the mean over the whole group, whatever the split: the
+    normalisation error behind silently wrong gradient accumulation is a per-micro-batch mean
+    averaged with equal weights. Under torchrun ``U`` is the mean over ranks of their group units,
+    because the wrapper averages gradients over ranks: the step then equals one process's on the
+    global batch.
+    """
+    n = len(units)
+    per = accum_steps if accum_steps is not None else max(n, 1)
+    totals = torch.tensor([float(sum(units[g : g + per])) for g in range(0, n, per)], dtype=torch.float64)
+    if distributed.is_distributed():
+        totals = distributed.all_reduce_sum(totals) / distributed.world_size()
+    return [float(u) / float(totals[i // per]) if totals[i // per] > 0 else 0.0 for i, u in enumerate(units)]
+
+
 def optimizer_step(
     optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], max_grad_norm: float | None, scheduler: Any = None
 ) -> dict[str, float]:
@@ -113,10 +135,10 @@ def accumulate(
     batches: Sequence[T],
     loss_fn: Callable[[T], tuple[torch.Tensor, dict[str, float]]],
     *,
+    weights: Sequence[float],
     optimizer: torch.optim.Optimizer,
     params: Sequence[torch.nn.Parameter],
     max_grad_norm: float | None,
-    weights: Sequence[float] | None = None,
     accum_steps: int | None = None,
     scheduler: Any = None,
     no_sync: Callable[[bool], ContextManager[Any]] | None = None,
@@ -127,37 +149,38 @@ def accumulate(
 
     Args:
         batches: Micro-batches, anything ``loss_fn`` takes (records, index tensors).
-        loss_fn: ``batch -> (loss, stats)``, a scalar loss and float stats of that micro-batch.
-        weights: Each micro-batch's factor on its loss (default ``1 / accum_steps``). With weights
-            that are each micro-batch's share of the batch, the accumulated gradient is the
-            full-batch gradient whatever the micro-batch size.
+        loss_fn: ``batch -> (loss, stats)``, the mean loss of that micro-batch over its units and float stats.
+        weights: Each micro-batch's factor on its loss, from :func:`accumulation_weights`: the weights
+            of an accumulation group sum to 1 (on average over ranks), so the accumulated gradient is
+            the gradient of the group's mean loss whatever the split.
         no_sync: ``no_sync(skip)`` (:meth:`alignfw.models.CausalLM.no_sync`): every backward but the
             one before an optimizer step runs without the cross-rank gradient all-reduce.
 
     Returns:
-        Each stat and ``loss/total`` averaged over micro-batches with ``weights``; ``grad_norm`` and
-        ``lr`` averaged over the optimizer steps taken.
+        Each stat and ``loss/total`` as the weighted sum over each group's micro-batches (the group's
+        mean; averaged over ranks, the global batch's), averaged over groups; ``grad_norm`` and ``lr``
+        averaged over the optimizer steps taken.
     """
     n = len(batches)
     per_step = accum_steps if accum_steps is not None else n
     if per_step < 1:
         raise ConfigError(f"gradient accumulation over {per_step} micro-batches: use >= 1")
-    ws = list(weights) if weights is not None else [1.0 / per_step] * n
+    if len(weights) != n:
+        raise ValueError(f"accumulate: {n} micro-batches but {len(weights)} weights")
     sums: dict[str, float] = {}
-    norms: dict[str, float] = {}
     steps: dict[str, list[float]] = {}
     for i, mb in enumerate(batches):
         step_after = (i + 1) % per_step == 0 or i + 1 == n
         with no_sync(not step_after) if no_sync is not None else contextlib.nullcontext():
             loss, stats = loss_fn(mb)
-            (loss * ws[i]).backward()
+            (loss * weights[i]).backward()
         for k, v in {"loss/total": loss.item(), **stats}.items():
-            sums[k] = sums.get(k, 0.0) + ws[i] * v
-            norms[k] = norms.get(k, 0.0) + ws[i]
+            sums[k] = sums.get(k, 0.0) + weights[i] * v
         if step_after:
             for k, v in optimizer_step(optimizer, params, max_grad_norm, scheduler).items():
                 steps.setdefault(k, []).append(v)
-    out = {k: sums[k] / norms[k] if norms[k] else 0.0 for k in sums}
+    groups = max(len(steps.get("grad_norm", [])), 1)
+    out = {k: v / groups for k, v in sums.items()}
     out.update({k: sum(v) / len(v) for k, v in steps.items()})
     return out
 
@@ -167,19 +190,19 @@ def batch_step(
     items: Sequence[T],
     *,
     micro_batch_size: int,
+    units: Callable[[Sequence[T]], float] = len,
     **kwargs: Any,
 ) -> dict[str, float]:
     """One optimizer step on ``items`` through :func:`accumulate`, cut into micro-batches of
-    ``micro_batch_size`` (0: all at once), each loss weighted by its micro-batch's share of the items.
+    ``micro_batch_size`` (0: all at once).
 
-    ``loss_fn`` returns the mean loss of its micro-batch, so the step equals one full-batch step
-    whatever the micro-batch size; stats are averaged with the same weights. Under torchrun
-    ``items`` is this rank's share (the same size on every rank) and the wrapper averages gradients
-    over ranks, so the step equals the single-process step when the micro-batch size divides the
-    share. ``kwargs``: :func:`accumulate`'s ``optimizer``, ``params``, ``max_grad_norm``,
-    ``scheduler``, ``no_sync``.
+    ``loss_fn`` returns the mean loss of its micro-batch over ``units(micro_batch)`` units (default:
+    its items; SFT counts response tokens), and :func:`accumulation_weights` weighs each micro-batch
+    by its share of the units, so the step equals one full-batch step whatever the micro-batch size;
+    stats are averaged with the same weights. ``kwargs``: :func:`accumulate`'s ``optimizer``,
+    ``params``, ``max_grad_norm``, ``scheduler``, ``no_sync``.
     """
     if not items:
         raise DataError("an algorithm step got no records")
     batches = micro_batches(items, micro_batch_size)
-    return accumulate(batches, loss_fn, weights=[len(mb) / len(items) for mb in batches], **kwargs)
+    return accumulate(batches, loss_fn, weights=accumulation_weights([units(mb) for mb in batches]), **kwargs)

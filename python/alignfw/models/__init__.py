@@ -11,7 +11,7 @@ that implements it (:class:`CausalLM`), scoring (fused log-probs from hidden sta
 
 from alignfw.models.causal_lm import CausalLM
 from alignfw.models.classifier import checkpointing, classifier_from_policy, enable_checkpointing, load_classifier, score_sequences
-from alignfw.models.loading import BUILTIN_MODELS, native_tokenizer, parse_dtype, resolve_model_path
+from alignfw.models.loading import BUILTIN_MODELS, native_tokenizer, parse_dtype, resolve_model_path, save_tokenizer
 from alignfw.models.protocol import Generation, PolicyModel
 from alignfw.models.scoring import (
     PolicyModule,
@@ -39,5 +39,6 @@ __all__ = [
     "position_ids_from_mask",
     "resolve_model_path",
     "response_logprobs",
+    "save_tokenizer",
     "score_sequences",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 
 from alignfw import distributed
 from alignfw.exceptions import ConfigError
+from alignfw.models.loading import save_tokenizer
 from alignfw.models.protocol import Generation
 from alignfw.models.scoring import PolicyModule, score_tokens
 
@@ -384,4 +385,4 @@ class CausalLM:
             if not distributed.is_main():
                 return
         self.lm.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
+        save_tokenizer(self.tokenizer, path)

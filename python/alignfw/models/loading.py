@@ -3,13 +3,15 @@ tokenizer for a model directory. Weights load through safetensors only."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from alignfw.exceptions import ConfigError, TokenizerFormatError
 
-__all__ = ["BUILTIN_MODELS", "native_tokenizer", "parse_dtype", "resolve_model_path"]
+__all__ = ["BUILTIN_MODELS", "native_tokenizer", "parse_dtype", "resolve_model_path", "save_tokenizer"]
 
 #: ``builtin:<name>`` models shipped inside alignfw (``plugins/models/<name>``)
 BUILTIN_MODELS = {"tiny": Path(__file__).resolve().parents[1] / "plugins" / "models" / "tiny"}
@@ -60,3 +62,20 @@ def native_tokenizer(path: str):
         return Tokenizer.from_file(file)
     except TokenizerFormatError:  # another family (SentencePiece, WordPiece, ...): Hugging Face's
         return None
+
+
+def save_tokenizer(tokenizer: Any, path: str | Path) -> None:
+    """``tokenizer.save_pretrained(path)``, loadable by every supported transformers version.
+
+    transformers 5 records its ``TokenizersBackend`` class in ``tokenizer_config.json``, a name 4.x
+    does not know; ``PreTrainedTokenizerFast`` is the same tokenizer (``tokenizer.json``) under the
+    name both know, so a model alignfw saves loads in either.
+    """
+    tokenizer.save_pretrained(str(path))
+    config = Path(path) / "tokenizer_config.json"
+    if config.is_file():
+        data = json.loads(config.read_text())
+        if data.get("tokenizer_class") == "TokenizersBackend":
+            data["tokenizer_class"] = "PreTrainedTokenizerFast"
+            data.pop("backend", None)
+            config.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
