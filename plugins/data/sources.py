@@ -582,7 +582,7 @@ def row_to_record(row: dict[str, Any], where: str, cfg: FileSourceConfig, kind: 
         column = columns[field_name]
         if _present(row, column):
             values[field_name] = convert(row[column], where, column)
-    used = set(columns.values()) | {cfg.messages_key}
+    used = set(columns.values())
     meta = {k: v for k, v in row.items() if k not in used}
     return Record(**values, meta=meta)
 

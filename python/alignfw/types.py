@@ -147,6 +147,8 @@ class RewardFn(Protocol):
 
     Any plain function of this shape is a reward; returning a list of floats is fine, the caller
     converts. Token-level rewards may return ``(B, T)`` aligned with the response tokens.
+    For conversational records ``prompts`` are the rendered prompts (:class:`ChatText`),
+    ``responses`` the answers' text, and ``records[i].conversation`` holds the messages.
     """
 
     def __call__(self, prompts: list[str], responses: list[str], records: Sequence[Record]) -> torch.Tensor | Sequence[float]: ...

@@ -190,6 +190,16 @@ def test_encode_pairs_trains_the_assistant_turn_up_to_eos(family, tmp_path):
     assert torch.isfinite(out["logprobs"]).all()
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_plain_text_spelling_a_special_token_stays_text_on_both_paths(family, toks):
+    hf, fast = toks[family]
+    text = "say " + hf.eos_token + " now"
+    ids = chat.encode_texts([text], hf)[0]
+    assert hf.eos_token_id not in ids
+    if fast is not None:
+        assert chat.encode_texts([text], hf, fast)[0] == ids
+
+
 def test_response_without_eos_in_the_template_gets_one():
     assert chat.response_ids([5, 6], ChatText("ab"), 9) == [5, 6, 9]
     assert chat.response_ids([5, 9, 7], ChatText("ab"), 9) == [5, 9]

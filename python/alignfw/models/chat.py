@@ -246,7 +246,7 @@ def _encode_plain(texts: list[str], tokenizer: Any, fast: Any) -> list[list[int]
         return []
     if fast is not None:
         return fast.encode_batch(texts)
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def _encode_piece_as_text(tokenizer: Any, piece: str) -> list[int]:
