@@ -13,7 +13,17 @@ record's fields, and every other column goes to ``Record.meta``. What kind of re
 or, with ``kind=auto``, what the first row's columns say; every row must then have the columns of
 that kind. Row conventions follow Hugging Face TRL's dataset formats
 (https://huggingface.co/docs/trl/dataset_formats): ``prompt``/``chosen``/``rejected`` for
-preferences, ``prompt``/``completion``-style pairs for SFT (``data.response_key=completion``).
+preferences, ``prompt``/``completion`` pairs for SFT (``completion`` is read when the row has no
+``response`` column and ``data.response_key`` is left at its default).
+
+Conversational rows (TRL's conversational format) hold lists of ``{"role", "content"}`` messages
+instead of strings: ``prompt`` and ``completion``/``chosen``/``rejected``/``responses`` as message
+lists, ``messages`` (``data.messages_key``) for a whole conversation whose last message is the
+assistant's answer, or ``chosen``/``rejected`` conversations with an implicit shared prompt. In
+CSV a message list is a JSON-encoded cell; in Parquet and ``datasets`` a list of structs. A row is
+conversational when its prompt is a message list; an answer given as a string then becomes one
+assistant message. Such records keep their messages in ``Record.conversation``; the pipeline renders
+them with the model's chat template (:func:`alignfw.models.chat.render_records`).
 
 Every problem with the data raises :class:`alignfw.exceptions.DataError` naming the file, the line
 or row, the problem and the fix, e.g. ``line 3 of data.jsonl: missing column 'prompt' (columns
@@ -38,7 +48,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from alignfw.exceptions import ConfigError, DataError, InvalidInputError
 from alignfw.hookspecs import hookimpl
-from alignfw.types import RECORD_KINDS, Record
+from alignfw.models.chat import check_messages, is_messages, plain_text
+from alignfw.types import RECORD_KINDS, Conversation, Message, Record, UnrenderedChat
 
 __all__ = [
     "CsvConfig",
@@ -103,6 +114,8 @@ class FileSourceConfig:
     rejected_key: str = "rejected"
     feedback_key: str = "feedback"  #: +1 / -1 (also true / false, "+1" / "-1")
     score_key: str = "score"
+    #: a whole conversation (message list) whose last message is the answer: prompt + response
+    messages_key: str = "messages"
     reference_key: Optional[str] = None  #: a string or list of strings; None: "references", else "reference"
     split: str = "train"  #: hf_disk: the DatasetDict split used for training
     eval_split: Optional[str] = None  #: hf_disk: a DatasetDict split used for evaluation
@@ -326,9 +339,12 @@ def _columns(cfg: FileSourceConfig, row: dict[str, Any]) -> dict[str, str]:
     ref = cfg.reference_key
     if ref is None:
         ref = "references" if "references" in row or "reference" not in row else "reference"
+    response = cfg.response_key
+    if response == "response" and "response" not in row and "completion" in row:
+        response = "completion"  # TRL's prompt-completion rows
     return {
         "prompt": cfg.prompt_key,
-        "response": cfg.response_key,
+        "response": response,
         "responses": cfg.responses_key,
         "chosen": cfg.chosen_key,
         "rejected": cfg.rejected_key,
@@ -432,6 +448,99 @@ _CONVERTERS: dict[str, Callable[[Any, str, str], Any]] = {
 }
 
 
+def _messages_value(value: Any) -> Optional[list]:
+    """``value`` as a message list if it is one (a CSV cell holds it JSON-encoded), else None."""
+    if isinstance(value, str):
+        value = _json_list(value)
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return list(value) if is_messages(value) else None
+
+
+def _expand_conversation(row: dict[str, Any], where: str, cfg: FileSourceConfig) -> dict[str, Any]:
+    """TRL's conversational shapes without an explicit prompt, as prompt + answer columns.
+
+    - ``messages``: the last message (the assistant's) is the response, the ones before the prompt;
+    - ``chosen`` / ``rejected`` conversations without a prompt: their longest shared beginning is
+      the prompt, the rest the answers.
+    """
+    if _present(row, cfg.prompt_key):
+        return row
+    columns = _columns(cfg, row)
+    if _present(row, cfg.messages_key):
+        msgs = _messages_value(row[cfg.messages_key])
+        if msgs is None:
+            raise DataError(
+                f"{where}: column {cfg.messages_key!r} must be a list of messages ({{\"role\": ..., \"content\": ...}}), "
+                f"got {_short(row[cfg.messages_key])}"
+            )
+        msgs = check_messages(msgs, where, cfg.messages_key)
+        if msgs[-1]["role"] != "assistant" or len(msgs) < 2:
+            raise DataError(
+                f"{where}: the conversation in column {cfg.messages_key!r} must end with the assistant's answer after at least "
+                f"one other message (it ends with a {msgs[-1]['role']!r} message of {len(msgs)}); add the answer, or give "
+                "prompt-only rows in a 'prompt' column"
+            )
+        out = {k: v for k, v in row.items() if k != cfg.messages_key}
+        out[cfg.prompt_key] = msgs[:-1]
+        out[columns["response"]] = msgs[-1:]
+        return out
+    chosen, rejected = row.get(columns["chosen"]), row.get(columns["rejected"])
+    c, r = _messages_value(chosen), _messages_value(rejected)
+    if c is not None and r is not None:
+        n = 0
+        while n < min(len(c), len(r)) and c[n] == r[n]:
+            n += 1
+        if n == 0 or n == len(c) or n == len(r):
+            raise DataError(
+                f"{where}: no prompt column, and the conversations in {columns['chosen']!r} and {columns['rejected']!r} "
+                f"{'share no first message' if n == 0 else 'do not differ after their shared messages'}; give the prompt "
+                f"in a {cfg.prompt_key!r} column (data.prompt_key) and the answers in {columns['chosen']!r} / {columns['rejected']!r}"
+            )
+        out = dict(row)
+        out[cfg.prompt_key], out[columns["chosen"]], out[columns["rejected"]] = c[:n], c[n:], r[n:]
+        return out
+    return row
+
+
+def _as_turn(value: Any, where: str, column: str) -> list[Message]:
+    """An answer of a conversational row: a message list, or a string (one assistant message)."""
+    msgs = _messages_value(value)
+    if msgs is not None:
+        return check_messages(msgs, where, column)
+    if isinstance(value, str):
+        return [{"role": "assistant", "content": value}]
+    raise DataError(f"{where}: column {column!r} must be a list of messages or a string, got {type(value).__name__} {_short(value)}")
+
+
+def _conversation_fields(row: dict[str, Any], where: str, columns: dict[str, str], prompt: list[Message]) -> dict[str, Any]:
+    """The text fields and ``conversation`` of a conversational row (texts unrendered until the
+    pipeline applies the model's chat template)."""
+    conv = Conversation(prompt=prompt, where=where)
+    values: dict[str, Any] = {"prompt": UnrenderedChat(plain_text(prompt), where), "conversation": conv}
+    for field_name in ("response", "chosen", "rejected"):
+        column = columns[field_name]
+        if _present(row, column):
+            turn = _as_turn(row[column], where, column)
+            setattr(conv, field_name, turn)
+            values[field_name] = UnrenderedChat(plain_text(turn), where)
+    column = columns["responses"]
+    if _present(row, column):
+        items = row[column]
+        if isinstance(items, str):
+            items = _json_list(items)
+        if hasattr(items, "tolist"):
+            items = items.tolist()
+        if not isinstance(items, (list, tuple)) or len(items) < 2:
+            raise DataError(
+                f"{where}: column {column!r} must be a list of at least 2 answers (each a message list or a string), "
+                f"got {_short(row[column])}"
+            )
+        conv.responses = [_as_turn(x, where, f"{column}[{i}]") for i, x in enumerate(items)]
+        values["responses"] = [UnrenderedChat(plain_text(t), where) for t in conv.responses]
+    return values
+
+
 def row_to_record(row: dict[str, Any], where: str, cfg: FileSourceConfig, kind: str, *, why: str = "", opt: str = "data") -> Record:
     """Turn one raw row into a :class:`Record` of ``kind``, checking columns and types.
 
@@ -446,6 +555,7 @@ def row_to_record(row: dict[str, Any], where: str, cfg: FileSourceConfig, kind: 
     Raises:
         DataError: A required column is missing or a value has the wrong type.
     """
+    row = _expand_conversation(row, where, cfg)
     columns = _columns(cfg, row)
     mapped = {c for c in columns.values() if _present(row, c)}
     if not _present(row, cfg.prompt_key):
@@ -454,8 +564,21 @@ def row_to_record(row: dict[str, Any], where: str, cfg: FileSourceConfig, kind: 
         column = columns[field_name]
         if not _present(row, column):
             raise _missing_column(where, field_name, column, row, mapped, why, opt)
-    values: dict[str, Any] = {"prompt": _as_str(row[cfg.prompt_key], where, cfg.prompt_key)}
-    for field_name, convert in _CONVERTERS.items():
+    prompt_msgs = _messages_value(row[cfg.prompt_key])
+    if prompt_msgs is not None:
+        values = _conversation_fields(row, where, columns, check_messages(prompt_msgs, where, cfg.prompt_key))
+        converters = {k: v for k, v in _CONVERTERS.items() if k not in ("response", "chosen", "rejected", "responses")}
+    else:
+        values = {"prompt": _as_str(row[cfg.prompt_key], where, cfg.prompt_key)}
+        converters = _CONVERTERS
+        for field_name in ("response", "chosen", "rejected"):
+            column = columns[field_name]
+            if _present(row, column) and _messages_value(row[column]) is not None:
+                raise DataError(
+                    f"{where}: column {column!r} is a list of messages but {cfg.prompt_key!r} is plain text; give the prompt as "
+                    "a message list too (conversational rows), or both as text"
+                )
+    for field_name, convert in converters.items():
         column = columns[field_name]
         if _present(row, column):
             values[field_name] = convert(row[column], where, column)
@@ -476,6 +599,7 @@ def rows_to_records(
         kind = cfg.kind
     elif cfg.kind == "auto":
         first_where, first = rows[0]
+        first = _expand_conversation(first, first_where, cfg)
         kind = infer_kind(first, _columns(cfg, first))
         why = f" (needed by kind {kind!r}, inferred from the columns of {first_where.split(' of ')[0]})"
     else:

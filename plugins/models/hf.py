@@ -4,12 +4,14 @@ Loads any local ``AutoModelForCausalLM`` directory (a hub id works where a netwo
 its tokenizer, through ``from_pretrained`` and safetensors only: ``use_safetensors=True`` refuses
 pickled ``.bin`` weights, and remote code runs only when ``trust_remote_code`` is set.
 ``path: builtin:tiny`` is the tiny GPT-2 shipped inside alignfw (``plugins/models/tiny``).
+``chat_template`` sets the tokenizer's chat template (conversational data is rendered with it).
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -18,7 +20,7 @@ from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, enable_checkpointing, native_tokenizer, parse_dtype, resolve_model_path
 from alignfw.registry import BuildContext
 
-__all__ = ["HFModelConfig", "build_hf_model"]
+__all__ = ["HFModelConfig", "build_hf_model", "load_chat_template"]
 
 
 @dataclass
@@ -39,6 +41,9 @@ class HFModelConfig:
     #: encode/decode rollouts with alignfw's Rust BPE when the tokenizer is byte-level BPE
     #: (GPT-2, Llama 3, Qwen2 families); other families always use Hugging Face's tokenizer
     fast_tokenizer: bool = True
+    #: a Jinja chat template (a file path, or the template text) for models whose tokenizer has
+    #: none or a wrong one; saved with the model. Conversational data needs a template.
+    chat_template: str | None = None
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     revision: str | None = None
@@ -73,12 +78,40 @@ def build_hf_model(cfg: HFModelConfig, ctx: BuildContext | None = None) -> Causa
         tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.trust_remote_code)
     except OSError as e:
         raise ConfigError(f"could not load model.path={cfg.path!r}: {e}".strip()) from e
+    if cfg.chat_template:
+        tok.chat_template = load_chat_template(cfg.chat_template)
     if cfg.gradient_checkpointing:
         enable_checkpointing(lm)
     fast = native_tokenizer(tok_path) if cfg.fast_tokenizer else None
     return CausalLM(
         lm, tok, device, fast, precision=precision, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
     )
+
+
+def load_chat_template(value: str, option: str = "model.chat_template") -> str:
+    """The template text of ``value``: a file's contents (``.jinja`` or any text file), or ``value``
+    itself when it is template text (it contains ``{{`` or ``{%``). The template must parse.
+
+    Raises:
+        ConfigError: The file does not exist or the template has a syntax error, naming ``option``.
+    """
+    if "{{" in value or "{%" in value:
+        text, origin = value, "the given text"
+    else:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"{option}={value!r} is not a file (looked for {path.resolve()}); give the path of a Jinja chat template "
+                "file, e.g. chat_template.jinja"
+            )
+        text, origin = path.read_text(encoding="utf-8"), str(path)
+    import jinja2
+
+    try:
+        jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(text)
+    except jinja2.TemplateSyntaxError as e:
+        raise ConfigError(f"{option}: the chat template in {origin} does not parse ({e.message} at line {e.lineno}); fix the template") from None
+    return text
 
 
 @hookimpl

@@ -56,6 +56,10 @@ def register_rewards(register: Register) -> None:
     ``factory(cfg)`` returns a callable ``(prompts, responses, records) -> Tensor[B]`` (a list of
     floats is fine too). Selected with ``+reward=<name>``; options are ``reward.<field>=...``.
 
+    Conversational data: ``prompts[i]`` is the prompt rendered by the model's chat template (what
+    the policy saw, generation prompt included), ``responses[i]`` the sampled answer's text, and
+    ``records[i].conversation.prompt`` the messages (``None`` conversation for plain-text rows).
+
     Example::
 
         @hookimpl

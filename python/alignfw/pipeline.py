@@ -32,6 +32,7 @@ from alignfw.checkpoint import encode_state, find_checkpoint, load_state, save_c
 from alignfw.config import NAME_KEY, AlignfwConfig
 from alignfw.exceptions import ConfigError, DataError, PluginError, TrainingError
 from alignfw.models import PolicyModel
+from alignfw.models.chat import render_records
 from alignfw.models.protocol import missing_members
 from alignfw.registry import BuildContext, get_plugin_manager, get_registry
 from alignfw.types import Evaluates, Record, SavesModel
@@ -129,7 +130,7 @@ class Trainer:
         self.step = 0
 
     def _records(self, split: str) -> list[Record]:
-        recs = list(self.data.records(split))
+        recs = render_records(self.data.records(split), self.model.tokenizer)  # conversations through the chat template
         if split == "train" and not recs:
             raise DataError(f"the data source {_name(self.cfg.data)!r} has no training records; check data.path and its filters")
         return recs

@@ -17,6 +17,7 @@ import torch
 
 from alignfw.config import RolloutConfig
 from alignfw.exceptions import ConfigError, TrainingError
+from alignfw.models.chat import render_records
 from alignfw.types import Record
 
 if TYPE_CHECKING:
@@ -98,7 +99,11 @@ def rollout(
     """Sample ``group_size`` responses per record with the policy and score each with ``reward``.
 
     ``temperature``: the sampling temperature (default ``cfg.temperature``; evaluation passes its own).
+    Conversational records are rendered with the model's chat template first (generation prompt
+    added); the reward then gets the rendered prompts, the decoded responses, and the records,
+    whose ``conversation`` holds the messages.
     """
+    records = render_records(records, model.tokenizer)  # conversations: the chat template (no-op when rendered)
     group = [rec for rec in records for _ in range(group_size)]  # each record G times, contiguous
     prompts = [rec.prompt for rec in group]
     temp = cfg.temperature if temperature is None else temperature

@@ -3,6 +3,12 @@
 One :class:`Record` type carries every kind of example a data source yields; which fields are set
 says what it is (``Record.kind``). Keeping one type keeps collate code and plugin signatures simple.
 :func:`sft_response` and :func:`preference_pairs` read the training targets out of records.
+
+Conversational rows (message lists, as in TRL) keep their messages in ``Record.conversation``; their
+text fields are rendered by the model's chat template (:func:`alignfw.models.chat.render_records`,
+which the pipeline and :func:`alignfw.rollout.rollout` call) into :class:`ChatText` strings, which
+remember which special-token spellings came from the messages so that they are never encoded as
+special tokens.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ if TYPE_CHECKING:
 __all__ = [
     "RECORD_KINDS",
     "Algorithm",
+    "ChatText",
+    "Conversation",
+    "Message",
+    "UnrenderedChat",
     "Evaluates",
     "Record",
     "RewardFn",
@@ -28,6 +38,61 @@ __all__ = [
 ]
 
 RECORD_KINDS = ("prompt", "sft", "ranked", "preference", "feedback", "score", "reference")
+
+#: one chat message: ``{"role": "user", "content": "..."}`` (other keys are passed to the template)
+Message = dict[str, Any]
+
+
+@dataclass
+class Conversation:
+    """The messages of a conversational record, by the :class:`Record` field they render into.
+
+    ``prompt`` is the conversation so far (its last message is the user's, or an assistant message
+    to continue); ``response`` / ``chosen`` / ``rejected`` / each of ``responses`` are the messages
+    that follow it (usually one assistant message). ``where`` names the source row for messages
+    (``"line 3 of train.jsonl"``).
+    """
+
+    prompt: list[Message]
+    response: list[Message] | None = None
+    responses: list[list[Message]] | None = None
+    chosen: list[Message] | None = None
+    rejected: list[Message] | None = None
+    where: str = ""
+
+
+class ChatText(str):
+    """A text field rendered by a chat template: the string, plus ``literal``, the ``(start, end)``
+    spans of special-token spellings that come from message contents (user text). Encoding keeps
+    the template's own special tokens and turns the literal spans into plain-text ids.
+
+    Slicing or concatenating gives a plain ``str`` (the spans no longer apply).
+    """
+
+    literal: tuple[tuple[int, int], ...]
+
+    def __new__(cls, text: str, literal: Sequence[tuple[int, int]] = ()) -> ChatText:
+        obj = super().__new__(cls, text)
+        obj.literal = tuple((int(a), int(b)) for a, b in literal)
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ChatText, (str(self), self.literal))
+
+
+class UnrenderedChat(str):
+    """A text field of a conversational record before the chat template ran: the message contents
+    joined by blank lines, for messages and logs. Encoding one is an error (render first)."""
+
+    where: str
+
+    def __new__(cls, text: str, where: str = "") -> UnrenderedChat:
+        obj = super().__new__(cls, text)
+        obj.where = where
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (UnrenderedChat, (str(self), self.where))
 
 
 @dataclass
@@ -42,6 +107,10 @@ class Record:
     - ``response`` and ``score``: scored answer (``"score"``);
     - ``references``: reference answers for BLEU and similar rewards (``"reference"``).
     ``meta`` keeps any other column of the source row.
+
+    ``conversation`` is set for conversational rows (message lists): the text fields then hold the
+    rendered conversation (:class:`ChatText`, after :func:`alignfw.models.chat.render_records`;
+    :class:`UnrenderedChat` before) and rewards find the messages here.
     """
 
     prompt: str
@@ -53,6 +122,7 @@ class Record:
     score: float | None = None
     references: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    conversation: Conversation | None = None
 
     @property
     def kind(self) -> str:
@@ -77,6 +147,8 @@ class RewardFn(Protocol):
 
     Any plain function of this shape is a reward; returning a list of floats is fine, the caller
     converts. Token-level rewards may return ``(B, T)`` aligned with the response tokens.
+    For conversational records ``prompts`` are the rendered prompts (:class:`ChatText`),
+    ``responses`` the answers' text, and ``records[i].conversation`` holds the messages.
     """
 
     def __call__(self, prompts: list[str], responses: list[str], records: Sequence[Record]) -> torch.Tensor | Sequence[float]: ...

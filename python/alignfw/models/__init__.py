@@ -7,6 +7,7 @@ that implements it (:class:`CausalLM`), scoring (fused log-probs from hidden sta
     scoring.py     score_tokens, PolicyModule, ...   log-probs / values / entropy of given tokens
     loading.py     resolve_model_path, parse_dtype   finding weights
     classifier.py  score_sequences, ...              reward models (one-output classifiers)
+    chat.py        render_records, encode_texts      chat templates: conversations to text and ids
 """
 
 from alignfw.models.causal_lm import CausalLM

@@ -14,9 +14,11 @@ from torch import nn
 
 from alignfw import distributed
 from alignfw.exceptions import ConfigError
+from alignfw.models import chat
 from alignfw.models.loading import save_tokenizer
 from alignfw.models.protocol import Generation
 from alignfw.models.scoring import PolicyModule, score_tokens
+from alignfw.types import ChatText
 
 __all__ = ["PRECISIONS", "CausalLM", "context_length", "eos_token_ids"]
 
@@ -176,10 +178,9 @@ class CausalLM:
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, no special tokens added (special-token spellings in the text
-        stay plain text with the alignfw tokenizer)."""
-        if self.fast_tokenizer is not None:
-            return self.fast_tokenizer.encode_batch(texts)
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        stay plain text with the alignfw tokenizer). Texts rendered by the chat template
+        (:class:`~alignfw.types.ChatText`) keep the template's special tokens; see :mod:`alignfw.models.chat`."""
+        return chat.encode_texts(texts, self.tokenizer, self.fast_tokenizer)
 
     def decode_texts(self, ids: list[list[int]]) -> list[str]:
         """Text of each id list, special tokens dropped."""
@@ -188,8 +189,13 @@ class CausalLM:
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded prompt ids and mask, both ``(b, P)``."""
-        ids = self.encode_texts(prompts)
+        """Left-padded prompt ids and mask, both ``(b, P)``.
+
+        A plain-text prompt starts with the ids the tokenizer adds before a text (BOS, for the
+        families that use one); a rendered chat has them from its template.
+        """
+        prefix = chat.prompt_prefix(self.tokenizer)
+        ids = [x if isinstance(p, ChatText) else prefix + x for p, x in zip(prompts, self.encode_texts(prompts))]
         P = max((len(x) for x in ids), default=0)
         out = torch.full((len(ids), P), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(ids), P), dtype=torch.long)
@@ -204,7 +210,8 @@ class CausalLM:
 
         Prompt and response are tokenised separately, so the response's tokens are exactly those
         that get a log-prob (no merge across the boundary), without special tokens; EOS follows
-        each response, because the policy must learn to stop. Prompts are left-padded to ``P`` and
+        each response, because the policy must learn to stop (a rendered chat response ends at
+        its first EOS, see :func:`alignfw.models.chat.response_ids`). Prompts are left-padded to ``P`` and
         responses right-padded to ``R``; ``response_mask`` marks the response tokens including EOS.
 
         Shapes: ``sequences``, ``attention_mask`` ``(b, P + R)``; ``response_mask`` ``(b, R)``.
@@ -217,7 +224,7 @@ class CausalLM:
         p_ids, p_mask = self.encode_prompts(prompts)  # (b, P), left-padded
         if p_ids.shape[1] == 0:
             raise ValueError("encode_pairs needs non-empty prompts (the first response token is predicted from the prompt)")
-        resp = [ids + [tok.eos_token_id] for ids in self.encode_texts(responses)]
+        resp = [chat.response_ids(ids, text, tok.eos_token_id) for ids, text in zip(self.encode_texts(responses), responses)]
         R = max(len(r) for r in resp)
         r_ids = torch.full((len(resp), R), tok.pad_token_id, dtype=torch.long)
         r_mask = torch.zeros((len(resp), R), dtype=torch.long)
