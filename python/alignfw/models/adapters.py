@@ -27,7 +27,7 @@ from torch import nn
 
 from alignfw.exceptions import ConfigError
 
-__all__ = ["AdapterFreeReference", "LoraOptions", "add_lora", "adapter_state_dict", "is_peft_model", "load_adapter_state_dict", "save_merged", "unwrap"]
+__all__ = ["AdapterFreeReference", "LoraOptions", "add_lora", "adapter_key_names", "adapter_state_dict", "is_peft_model", "load_adapter_state_dict", "save_merged", "unwrap"]
 
 PIP_HINT = 'pip install "alignfw[lora]" (or: pip install peft)'
 
@@ -124,12 +124,9 @@ def add_lora(lm: nn.Module, opts: LoraOptions) -> Any:
     config = peft.LoraConfig(
         r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout, target_modules=targets, bias="none", task_type="CAUSAL_LM"
     )
-    from alignfw.models.classifier import checkpointing
-
-    model = peft.get_peft_model(lm, config)
-    if checkpointing(lm):  # reentrant checkpointing passes gradients only to segments whose input requires grad
-        model.enable_input_require_grads()
-    return model
+    # with gradient checkpointing on, peft makes the embeddings' output require grad, so that reentrant
+    # checkpointing passes gradients to the adapters although every base weight is frozen
+    return peft.get_peft_model(lm, config)
 
 
 class AdapterFreeReference(nn.Module):
@@ -175,6 +172,12 @@ def load_adapter_state_dict(lm: Any, state: dict[str, torch.Tensor]) -> tuple[li
     expected = set(adapter_state_dict(lm))
     res = set_peft_model_state_dict(lm, state)
     return sorted(expected - set(state)), sorted(res.unexpected_keys)
+
+
+def adapter_key_names(module_keys: set[str] | list[str], adapter: str = "default") -> dict[str, str]:
+    """``{saved name: module name}`` of the adapter weights among a peft model's state-dict keys
+    (``...q_proj.lora_A.default.weight`` is saved as ``...q_proj.lora_A.weight``)."""
+    return {k.replace(f".{adapter}.", "."): k for k in module_keys if ".lora_" in k and f".{adapter}." in k}
 
 
 def save_merged(lm: Any, path: str, state_dict: dict[str, torch.Tensor] | None = None) -> None:

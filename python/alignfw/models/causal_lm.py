@@ -332,9 +332,13 @@ class CausalLM:
                     out = score_tokens(
                         self.lm, self.value_head, *args, temperature=temperature, values=values, entropy=entropy, fused_head=self._fused_head
                     )
-        elif isinstance(lm, AdapterFreeReference):
-            with self.autocast(), lm.disabled() as base:
-                out = score_tokens(base, None, *args, temperature=temperature, entropy=entropy, fused_head=self._fused_head)
+        elif isinstance(lm, AdapterFreeReference):  # frozen: never a gradient (no DDP reducer left waiting)
+            with self.autocast(), torch.no_grad():
+                if self._wrapped:  # through the wrapper's root (FSDP2 gathers the root's shards there)
+                    out = self._policy_module(*args, temperature=temperature, entropy=entropy, adapters=False)
+                else:
+                    with lm.disabled() as base:
+                        out = score_tokens(base, None, *args, temperature=temperature, entropy=entropy, fused_head=self._fused_head)
         else:
             with self.autocast():
                 out = score_tokens(lm, None, *args, temperature=temperature, entropy=entropy, fused_head=self._fused_head)
@@ -355,8 +359,11 @@ class CausalLM:
         """
         if self._wrapped or strategy is None or not distributed.is_distributed():
             return
-        if strategy == "fsdp2" and self.lora is not None:
-            raise ConfigError("model.lora.enabled=true with FSDP2 is not supported yet; use the ddp strategy with LoRA")
+        if strategy == "fsdp2" and self.lora is not None and self.lora.merge:
+            raise ConfigError(
+                "model.lora.merge=true is not supported with distributed.strategy=fsdp2 (the merge needs the whole model in "
+                "one process); train with merge=false and merge final/ afterwards with peft's merge_and_unload"
+            )
         self._policy_module = distributed.wrap(PolicyModule(self.lm, self.value_head, self._fused_head), strategy, self.device)
         self._wrapped = strategy
 
@@ -375,17 +382,16 @@ class CausalLM:
         modules' own ``state_dict()``.
         """
         vh = self.value_head.state_dict() if self.value_head is not None else {}
-        if self.lora is not None:  # the base weights are frozen and come from model.path: only the adapters
-            return {"lm": adapters.adapter_state_dict(self.lm), "value_head": vh}
         if not self.fsdp:
-            return {"lm": self.lm.state_dict(), "value_head": vh}
+            lm = adapters.adapter_state_dict(self.lm) if self.lora is not None else self.lm.state_dict()
+            return {"lm": lm, "value_head": vh}
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         full = get_model_state_dict(self._policy_module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return {
-            "lm": {k.removeprefix("lm."): v for k, v in full.items() if k.startswith("lm.")},
-            "value_head": {k.removeprefix("value_head."): v for k, v in full.items() if k.startswith("value_head.")},
-        }
+        lm = {k.removeprefix("lm."): v for k, v in full.items() if k.startswith("lm.")}
+        if self.lora is not None:  # the base weights are frozen and come from model.path: only the adapters
+            lm = adapters.adapter_state_dict(self.lm, lm)
+        return {"lm": lm, "value_head": {k.removeprefix("value_head."): v for k, v in full.items() if k.startswith("value_head.")}}
 
     def load_policy_state_dict(self, lm_state: dict[str, torch.Tensor] | None = None, value_head_state: dict[str, torch.Tensor] | None = None):
         """Load full state dicts into the policy (into the shards under FSDP2); returns ``lm``'s
@@ -393,21 +399,25 @@ class CausalLM:
 
         With LoRA ``lm_state`` holds the adapter weights (as :meth:`policy_state_dict` gives them).
         """
-        if self.lora is not None:
-            res = adapters.load_adapter_state_dict(self.lm, lm_state) if lm_state is not None else ([], [])
-            if value_head_state:
-                self.value_head.load_state_dict(value_head_state)
-            return res
         if not self.fsdp:
-            res = self.lm.load_state_dict(lm_state, strict=False) if lm_state is not None else ([], [])
+            if lm_state is None:
+                res = ([], [])
+            elif self.lora is not None:
+                res = adapters.load_adapter_state_dict(self.lm, lm_state)
+            else:
+                res = self.lm.load_state_dict(lm_state, strict=False)
             if value_head_state:
                 self.value_head.load_state_dict(value_head_state)
             return res
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
+        expected = {k.removeprefix("lm.") for k in self._policy_module.state_dict() if k.startswith("lm.")}
+        if self.lora is not None and lm_state is not None:  # adapter keys as saved -> the module's own names
+            names = adapters.adapter_key_names(expected)
+            expected = set(names.values())
+            lm_state = {names.get(k, k): v for k, v in lm_state.items()}
         full = {f"lm.{k}": v for k, v in (lm_state or {}).items()}
         full.update({f"value_head.{k}": v for k, v in (value_head_state or {}).items()})
-        expected = {k.removeprefix("lm.") for k in self._policy_module.state_dict() if k.startswith("lm.")}
         missing = sorted(expected - set(lm_state or {})) if lm_state is not None else []
         unexpected = sorted(set(lm_state or {}) - expected)
         set_model_state_dict(self._policy_module, full, options=StateDictOptions(full_state_dict=True, strict=False))
@@ -427,6 +437,10 @@ class CausalLM:
         the base model with the adapters folded in, which plain ``transformers`` loads.
         """
         if self.lora is not None:
+            if self.fsdp and state_dict is None:
+                state_dict = self.policy_state_dict()["lm"]
+                if not distributed.is_main():
+                    return
             self._save_adapter(path, state_dict, self.lora.merge if merge is None else merge)
             return
         if self.fsdp and state_dict is None:

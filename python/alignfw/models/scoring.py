@@ -102,7 +102,8 @@ class PolicyModule(nn.Module):
     Its ``forward`` is :func:`score_tokens` (the fused log-prob head reads ``lm``'s output-embedding
     weight, so the whole computation must run inside one forward for DDP's reducer and FSDP2's
     all-gathers to see it), or, with ``generate=kwargs``, ``lm.generate(**kwargs)`` (FSDP2 needs
-    the root's forward to gather the root's shards).
+    the root's forward to gather the root's shards). ``adapters=False`` scores a LoRA policy's
+    network with its adapters disabled (the reference), also through the root.
     """
 
     def __init__(self, lm: nn.Module, value_head: nn.Module | None, fused_head: bool) -> None:
@@ -111,9 +112,12 @@ class PolicyModule(nn.Module):
         self.value_head = value_head
         self.fused_head = fused_head
 
-    def forward(self, *args: Any, generate: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, generate: dict[str, Any] | None = None, adapters: bool = True, **kwargs: Any) -> Any:
         if generate is not None:
             return self.lm.generate(**generate)
+        if not adapters:  # a LoRA policy's reference: the same network with its adapters off, through the root
+            with self.lm.disable_adapter():
+                return score_tokens(self.lm, None, *args, fused_head=self.fused_head, **kwargs)
         return score_tokens(self.lm, self.value_head, *args, fused_head=self.fused_head, **kwargs)
 
 
