@@ -103,7 +103,8 @@ def _check_targets(lm: nn.Module, targets: str | list[str]) -> None:
     unknown = [t for t in targets if t not in leaf and not any(n.endswith("." + t) for n in full)]
     if unknown:
         raise ConfigError(
-            f"model.lora.target_modules: {', '.join(map(repr, unknown))} match no module of {type(lm).__name__}; "
+            f"model.lora.target_modules: {', '.join(map(repr, unknown))} {'matches' if len(unknown) == 1 else 'match'} "
+            f"no module of {type(lm).__name__}; "
             f"linear layers that would match: {', '.join(_linear_names(lm))} (or all-linear)"
         )
 
