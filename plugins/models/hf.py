@@ -5,12 +5,13 @@ its tokenizer, through ``from_pretrained`` and safetensors only: ``use_safetenso
 pickled ``.bin`` weights, and remote code runs only when ``trust_remote_code`` is set.
 ``path: builtin:tiny`` is the tiny GPT-2 shipped inside alignfw (``plugins/models/tiny``).
 ``chat_template`` sets the tokenizer's chat template (conversational data is rendered with it).
+``lora.*`` trains LoRA adapters instead of every weight (:mod:`alignfw.models.adapters`).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, enable_checkpointing, native_tokenizer, parse_dtype, resolve_model_path
+from alignfw.models.adapters import LoraOptions
 from alignfw.registry import BuildContext
 
 __all__ = ["HFModelConfig", "build_hf_model", "load_chat_template"]
@@ -47,6 +49,9 @@ class HFModelConfig:
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     revision: str | None = None
+    #: LoRA adapters (``peft``; ``pip install "alignfw[lora]"``): ``model.lora.enabled=true model.lora.r=8``;
+    #: the reference is the model with adapters disabled, and final/ holds the adapter (+ merged/ with merge)
+    lora: LoraOptions = field(default_factory=LoraOptions)
 
 
 def build_hf_model(cfg: HFModelConfig, ctx: BuildContext | None = None) -> CausalLM:
@@ -84,7 +89,7 @@ def build_hf_model(cfg: HFModelConfig, ctx: BuildContext | None = None) -> Causa
         enable_checkpointing(lm)
     fast = native_tokenizer(tok_path) if cfg.fast_tokenizer else None
     return CausalLM(
-        lm, tok, device, fast, precision=precision, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length
+        lm, tok, device, fast, precision=precision, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length, lora=cfg.lora
     )
 
 

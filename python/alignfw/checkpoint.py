@@ -2,7 +2,9 @@
 
 A checkpoint is a directory ``<run>/checkpoints/step_00000040/`` holding
 
-- ``model/``: the policy in Hugging Face format (``save_pretrained``, safetensors);
+- ``model/``: the policy in Hugging Face format (``save_pretrained``, safetensors); for a LoRA
+  policy only its adapter (``adapter_model.safetensors``: the base weights are frozen and are read
+  from ``model.path`` again on resume);
 - ``state.safetensors``: every tensor of the trainer state (optimizer moments, value head,
   reference model, RNG states);
 - ``state.json``: the rest of the trainer state (step, hyper-parameters, Python RNG), with each

@@ -167,9 +167,10 @@ class Trainer:
         from safetensors.torch import load_file
 
         ck = find_checkpoint(path)
-        weights = ck / "model" / "model.safetensors"
-        if not weights.exists():
-            raise ConfigError(f"checkpoint {ck} has no model/model.safetensors; resume from another checkpoint")
+        # the policy's weights, or only its adapter's for a LoRA policy (the base comes from model.path)
+        weights = next((f for f in (ck / "model" / n for n in ("model.safetensors", "adapter_model.safetensors")) if f.exists()), None)
+        if weights is None:
+            raise ConfigError(f"checkpoint {ck} has no model/model.safetensors (nor a LoRA adapter); resume from another checkpoint")
         weights_sd = load_file(str(weights))
         missing, unexpected = self.model.load_policy_state_dict(weights_sd)
         tied = {k for k in missing if "lm_head" in k}  # tied embeddings are saved once
@@ -262,6 +263,8 @@ class Trainer:
         rank must call it: the state holds every rank's RNG, and FSDP2 gathers full tensors."""
         encoded = encode_state(self.state_dict())  # collective under FSDP2 (DTensors become full tensors)
         model: Any = self.model
+        if getattr(self.model, "lora", None) is not None:  # a LoRA checkpoint holds the adapter, never a merged copy
+            model = SimpleNamespace(save_pretrained=partial(self.model.save_pretrained, merge=False))
         if self.model.fsdp:  # gather on every rank now; rank 0 writes the result below
             model = SimpleNamespace(save_pretrained=partial(self.model.save_pretrained, state_dict=self.model.policy_state_dict()["lm"]))
         path = None

@@ -8,6 +8,7 @@ that implements it (:class:`CausalLM`), scoring (fused log-probs from hidden sta
     loading.py     resolve_model_path, parse_dtype   finding weights
     classifier.py  score_sequences, ...              reward models (one-output classifiers)
     chat.py        render_records, encode_texts      chat templates: conversations to text and ids
+    adapters.py    LoraOptions, AdapterFreeReference LoRA through peft (model.lora.*)
 """
 
 from alignfw.models.causal_lm import CausalLM

@@ -1,6 +1,8 @@
 """The Hugging Face causal LM as a :class:`~alignfw.models.protocol.PolicyModel`: the network, its
 tokenizer, an optional value head and a frozen reference copy, with the operations algorithms
-need (encode, generate, score, wrap for several processes, save).
+need (encode, generate, score, wrap for several processes, save). With LoRA (``lora=``) the
+network is a ``peft`` model and the reference is that network with its adapters disabled
+(:mod:`alignfw.models.adapters`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from torch import nn
 
 from alignfw import distributed
 from alignfw.exceptions import ConfigError
-from alignfw.models import chat
+from alignfw.models import adapters, chat
+from alignfw.models.adapters import AdapterFreeReference, LoraOptions
 from alignfw.models.loading import save_tokenizer
 from alignfw.models.protocol import Generation
 from alignfw.models.scoring import PolicyModule, score_tokens
@@ -62,6 +65,7 @@ class CausalLM:
         precision: str = "fp32",
         max_length: int | None = None,
         max_prompt_length: int | None = None,
+        lora: LoraOptions | None = None,
     ) -> None:
         """``fast_tokenizer``: an :class:`alignfw.tokenizer.Tokenizer` with the same vocabulary, used
         for the encode/decode calls of rollouts (Rust, GIL released, parallel over the batch); the
@@ -77,10 +81,16 @@ class CausalLM:
         ``max_prompt_length``: the longest prompt sampled from (default: ``max_length`` minus the
         new tokens). Longer prompts lose their beginning, longer responses their end; each cut is
         counted (:meth:`take_stats`).
+
+        ``lora``: with ``enabled``, ``lm`` gets LoRA adapters (``peft``) and only they (and the
+        value head) train; the reference is ``lm`` with its adapters disabled.
         """
         if precision not in PRECISIONS:
             raise ConfigError(f"model.precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
+        self.lora = lora if lora is not None and lora.enabled else None
+        if self.lora is not None:
+            lm = adapters.add_lora(lm, self.lora)
         self.lm = lm.to(self.device)
         self.compute_dtype = PRECISIONS[precision]
         self.eos_token_ids = eos_token_ids(lm, tokenizer)
@@ -124,9 +134,16 @@ class CausalLM:
         return self.value_head
 
     def make_reference(self) -> Any:
-        """A frozen copy of the current policy, kept on the same device."""
+        """A frozen copy of the current policy, kept on the same device.
+
+        With LoRA: the policy's own network with its adapters disabled
+        (:class:`~alignfw.models.adapters.AdapterFreeReference`), which copies no weight.
+        """
         if self.ref is None:
             self._check_not_wrapped("make_reference")
+            if self.lora is not None:
+                self.ref = AdapterFreeReference(self.lm)
+                return self.ref
             self.ref = copy.deepcopy(self.lm).eval()
             self.ref.requires_grad_(False)
             if self.compute_dtype is not None:  # frozen: no master copy needed, half the memory
@@ -140,6 +157,7 @@ class CausalLM:
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The policy's trainable parameters (and the value head's): what the optimizer updates.
 
+        With LoRA only the adapters require grad, so only they (and the value head) are returned.
         After :meth:`parallelize` under FSDP2 these are the sharded parameters.
         """
         params = [p for p in self.lm.parameters() if p.requires_grad]
@@ -314,6 +332,13 @@ class CausalLM:
                     out = score_tokens(
                         self.lm, self.value_head, *args, temperature=temperature, values=values, entropy=entropy, fused_head=self._fused_head
                     )
+        elif isinstance(lm, AdapterFreeReference):  # frozen: never a gradient (no DDP reducer left waiting)
+            with self.autocast(), torch.no_grad():
+                if self._wrapped:  # through the wrapper's root (FSDP2 gathers the root's shards there)
+                    out = self._policy_module(*args, temperature=temperature, entropy=entropy, adapters=False)
+                else:
+                    with lm.disabled() as base:
+                        out = score_tokens(base, None, *args, temperature=temperature, entropy=entropy, fused_head=self._fused_head)
         else:
             with self.autocast():
                 out = score_tokens(lm, None, *args, temperature=temperature, entropy=entropy, fused_head=self._fused_head)
@@ -334,6 +359,11 @@ class CausalLM:
         """
         if self._wrapped or strategy is None or not distributed.is_distributed():
             return
+        if strategy == "fsdp2" and self.lora is not None and self.lora.merge:
+            raise ConfigError(
+                "model.lora.merge=true is not supported with distributed.strategy=fsdp2 (the merge needs the whole model in "
+                "one process); train with merge=false and merge final/ afterwards with peft's merge_and_unload"
+            )
         self._policy_module = distributed.wrap(PolicyModule(self.lm, self.value_head, self._fused_head), strategy, self.device)
         self._wrapped = strategy
 
@@ -351,29 +381,43 @@ class CausalLM:
         Under FSDP2 every rank must call this (it all-gathers the shards); elsewhere it is the
         modules' own ``state_dict()``.
         """
+        vh = self.value_head.state_dict() if self.value_head is not None else {}
         if not self.fsdp:
-            return {"lm": self.lm.state_dict(), "value_head": self.value_head.state_dict() if self.value_head is not None else {}}
+            lm = adapters.adapter_state_dict(self.lm) if self.lora is not None else self.lm.state_dict()
+            return {"lm": lm, "value_head": vh}
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         full = get_model_state_dict(self._policy_module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return {
-            "lm": {k.removeprefix("lm."): v for k, v in full.items() if k.startswith("lm.")},
-            "value_head": {k.removeprefix("value_head."): v for k, v in full.items() if k.startswith("value_head.")},
-        }
+        lm = {k.removeprefix("lm."): v for k, v in full.items() if k.startswith("lm.")}
+        if self.lora is not None:  # the base weights are frozen and come from model.path: only the adapters
+            lm = adapters.adapter_state_dict(self.lm, lm)
+        return {"lm": lm, "value_head": {k.removeprefix("value_head."): v for k, v in full.items() if k.startswith("value_head.")}}
 
     def load_policy_state_dict(self, lm_state: dict[str, torch.Tensor] | None = None, value_head_state: dict[str, torch.Tensor] | None = None):
         """Load full state dicts into the policy (into the shards under FSDP2); returns ``lm``'s
-        ``(missing, unexpected)`` keys (tied weights saved once show up as missing)."""
+        ``(missing, unexpected)`` keys (tied weights saved once show up as missing).
+
+        With LoRA ``lm_state`` holds the adapter weights (as :meth:`policy_state_dict` gives them).
+        """
         if not self.fsdp:
-            res = self.lm.load_state_dict(lm_state, strict=False) if lm_state is not None else ([], [])
+            if lm_state is None:
+                res = ([], [])
+            elif self.lora is not None:
+                res = adapters.load_adapter_state_dict(self.lm, lm_state)
+            else:
+                res = self.lm.load_state_dict(lm_state, strict=False)
             if value_head_state:
                 self.value_head.load_state_dict(value_head_state)
             return res
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
+        expected = {k.removeprefix("lm.") for k in self._policy_module.state_dict() if k.startswith("lm.")}
+        if self.lora is not None and lm_state is not None:  # adapter keys as saved -> the module's own names
+            names = adapters.adapter_key_names(expected)
+            expected = set(names.values())
+            lm_state = {names.get(k, k): v for k, v in lm_state.items()}
         full = {f"lm.{k}": v for k, v in (lm_state or {}).items()}
         full.update({f"value_head.{k}": v for k, v in (value_head_state or {}).items()})
-        expected = {k.removeprefix("lm.") for k in self._policy_module.state_dict() if k.startswith("lm.")}
         missing = sorted(expected - set(lm_state or {})) if lm_state is not None else []
         unexpected = sorted(set(lm_state or {}) - expected)
         set_model_state_dict(self._policy_module, full, options=StateDictOptions(full_state_dict=True, strict=False))
@@ -381,15 +425,42 @@ class CausalLM:
 
     # -- saving -------------------------------------------------------------------------------
 
-    def save_pretrained(self, path: str, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    def save_pretrained(self, path: str, state_dict: dict[str, torch.Tensor] | None = None, *, merge: bool | None = None) -> None:
         """Hugging Face format (safetensors) that loads back in plain ``transformers``.
 
         ``state_dict``: the LM's full state to write instead of its live one. Under FSDP2 without
         it, every rank must call this (the shards are gathered) and only rank 0 writes.
+
+        With LoRA: the adapter (``adapter_config.json``, ``adapter_model.safetensors``: loads with
+        ``peft.PeftModel.from_pretrained`` on the base model) and the tokenizer; ``state_dict`` is
+        then the adapter's state. ``merge`` (default ``model.lora.merge``) also writes ``merged/``,
+        the base model with the adapters folded in, which plain ``transformers`` loads.
         """
+        if self.lora is not None:
+            if self.fsdp and state_dict is None:
+                state_dict = self.policy_state_dict()["lm"]
+                if not distributed.is_main():
+                    return
+            self._save_adapter(path, state_dict, self.lora.merge if merge is None else merge)
+            return
         if self.fsdp and state_dict is None:
             state_dict = self.policy_state_dict()["lm"]
             if not distributed.is_main():
                 return
         self.lm.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
         save_tokenizer(self.tokenizer, path)
+
+    def _save_adapter(self, path: str, state_dict: dict[str, torch.Tensor] | None, merge: bool) -> None:
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        state = adapters.adapter_state_dict(self.lm) if state_dict is None else state_dict
+        self.lm.peft_config["default"].save_pretrained(str(out))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+        save_tokenizer(self.tokenizer, out)
+        if merge:
+            adapters.save_merged(self.lm, str(out / "merged"), state_dict)
+            save_tokenizer(self.tokenizer, out / "merged")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from alignfw.exceptions import ConfigError
+from alignfw.models.adapters import is_peft_model
 from alignfw.models.loading import parse_dtype, resolve_model_path
 
 __all__ = ["checkpointing", "enable_checkpointing", "classifier_from_policy", "load_classifier", "score_sequences"]
@@ -44,9 +45,13 @@ def classifier_from_policy(lm: nn.Module, tokenizer: Any) -> tuple[nn.Module, An
 
     Built from a copy of ``lm.config`` (``num_labels=1``), its ``base_model`` given ``lm.base_model``'s
     weights, so it equals ``from_pretrained(model_dir, num_labels=1)`` without reading the files again.
+    A LoRA policy (``peft`` model) gives its backbone with the adapters folded in; the classifier
+    trains whole.
     """
     from transformers import AutoModelForSequenceClassification
 
+    if is_peft_model(lm):
+        lm = copy.deepcopy(lm).merge_and_unload()
     tok = _prepare_tokenizer(copy.deepcopy(tokenizer))
     config = copy.deepcopy(lm.config)
     config.num_labels = 1

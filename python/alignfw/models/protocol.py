@@ -66,7 +66,9 @@ class PolicyModel(Protocol):
         ...
 
     def make_reference(self) -> nn.Module:
-        """A frozen copy of the current policy network, created once; returns it."""
+        """A frozen copy of the current policy network, created once; returns it. Pass it as
+        :meth:`score`'s ``lm``; a LoRA policy returns a weightless view of itself with the adapters
+        disabled (its ``state_dict()`` is empty)."""
         ...
 
     def parallelize(self, strategy: str | None) -> None:

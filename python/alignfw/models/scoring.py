@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from alignfw.models.adapters import unwrap
 from alignfw.ops.logprobs import logprobs_from_hidden, logprobs_from_logits
 
 if TYPE_CHECKING:
@@ -41,8 +42,12 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def forward_hidden(lm: Any, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Last hidden states of ``lm``'s base model, ``(b, T, H)``, positions skipping left padding."""
-    out = lm.base_model(
+    """Last hidden states of ``lm``'s base model, ``(b, T, H)``, positions skipping left padding.
+
+    For a ``peft`` model, the backbone of the wrapped ``transformers`` model (its LoRA layers
+    injected): ``PeftModel.base_model`` is peft's tuner, whose forward returns logits.
+    """
+    out = unwrap(lm).base_model(
         input_ids=sequences,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
@@ -72,7 +77,7 @@ def score_tokens(
     P = prompt_len
     hidden = forward_hidden(lm, sequences, attention_mask)  # (b, T, H)
     h = hidden[:, P - 1 : -1]  # states that predict the response tokens, (b, R, H)
-    head = lm.get_output_embeddings()
+    head = unwrap(lm).get_output_embeddings()  # the plain LM head, also under a peft model
     if fused_head is None:
         fused_head = isinstance(head, nn.Linear)
     if fused_head:
@@ -97,7 +102,8 @@ class PolicyModule(nn.Module):
     Its ``forward`` is :func:`score_tokens` (the fused log-prob head reads ``lm``'s output-embedding
     weight, so the whole computation must run inside one forward for DDP's reducer and FSDP2's
     all-gathers to see it), or, with ``generate=kwargs``, ``lm.generate(**kwargs)`` (FSDP2 needs
-    the root's forward to gather the root's shards).
+    the root's forward to gather the root's shards). ``adapters=False`` scores a LoRA policy's
+    network with its adapters disabled (the reference), also through the root.
     """
 
     def __init__(self, lm: nn.Module, value_head: nn.Module | None, fused_head: bool) -> None:
@@ -106,9 +112,12 @@ class PolicyModule(nn.Module):
         self.value_head = value_head
         self.fused_head = fused_head
 
-    def forward(self, *args: Any, generate: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, generate: dict[str, Any] | None = None, adapters: bool = True, **kwargs: Any) -> Any:
         if generate is not None:
             return self.lm.generate(**generate)
+        if not adapters:  # a LoRA policy's reference: the same network with its adapters off, through the root
+            with self.lm.disable_adapter():
+                return score_tokens(self.lm, None, *args, fused_head=self.fused_head, **kwargs)
         return score_tokens(self.lm, self.value_head, *args, fused_head=self.fused_head, **kwargs)
 
 
