@@ -57,18 +57,9 @@ class Registration:
         return KINDS[self.kind][1]
 
     def options(self) -> list[tuple[str, str, Any]]:
-        """``(field, type, default)`` for each option of the config dataclass."""
-        out = []
-        for f in dataclasses.fields(self.config):
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = "???"
-            tname = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-            out.append((f.name, tname, default))
-        return out
+        """``(field, type, default)`` for each option of the config dataclass; the fields of a nested
+        dataclass option are listed one by one as ``outer.inner`` (``lora.r``)."""
+        return _options(self.config)
 
     def build(self, cfg: Any, ctx: BuildContext | None = None) -> Any:
         """Call the factory with the filled-in config, and with ``ctx`` if it asks for one."""
@@ -77,6 +68,23 @@ class Registration:
         except (TypeError, ValueError):  # builtins without a signature
             takes_ctx = False
         return self.factory(cfg, ctx=ctx) if takes_ctx else self.factory(cfg)
+
+
+def _options(config: Any, prefix: str = "") -> list[tuple[str, str, Any]]:
+    out: list[tuple[str, str, Any]] = []
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "???"
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
+            out += _options(type(default), f"{prefix}{f.name}.")
+            continue
+        tname = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out.append((prefix + f.name, tname, default))
+    return out
 
 
 @dataclass

@@ -292,7 +292,7 @@ def test_lora_options_compose_from_the_command_line(hydra_compose):
 def test_plugins_command_lists_the_lora_options(tmp_path):
     out = run_cli("plugins", cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "model.lora" in out.stdout and "target_modules" in out.stdout
+    assert "model.lora.r: int = 8" in out.stdout and "model.lora.target_modules" in out.stdout  # one line per option
 
 
 def test_target_matching_no_module_names_the_option_and_the_candidates(tiny_llama):
