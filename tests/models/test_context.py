@@ -60,3 +60,21 @@ def test_no_room_for_a_prompt_is_a_config_error(tiny):
         tiny.generate(["translate: cat ="], max_new_tokens=64)
     with pytest.raises(ConfigError, match="exceeds the model's context of 64"):
         build_hf_model(HFModelConfig(max_length=100))
+
+
+def test_ids_past_the_tokenizer_are_never_sampled(tmp_path):
+    # an embedding matrix padded past the vocabulary (Qwen2: 151,936 rows for ~151,665 tokens)
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from alignfw.models import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny"))
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=4 * len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=64, eos_token_id=tok.eos_token_id))
+    lm.lm_head.weight.data[len(tok):] += 5.0  # make the undecodable ids the likeliest
+    lm.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = build_hf_model(HFModelConfig(path=str(tmp_path)))
+    gen = model.generate(["translate: big cat ="] * 4, max_new_tokens=8, temperature=1.0)
+    assert int(gen.response_ids.max()) < len(tok)

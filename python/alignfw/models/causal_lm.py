@@ -100,6 +100,10 @@ class CausalLM:
             raise ConfigError(f"model.max_length={self.max_length} exceeds the model's context of {context} tokens; use at most {context}")
         self.max_prompt_length = max_prompt_length
         self._stats: dict[str, float] = {}
+        # ids the network can emit but the tokenizer cannot decode (embedding matrices padded past the
+        # vocabulary, as Qwen2's 151,936 rows for ~151,665 tokens): never sampled
+        rows = lm.get_output_embeddings().weight.shape[0] if lm.get_output_embeddings() is not None else 0
+        self._undecodable = list(range(len(tokenizer), rows))
         self.tokenizer = tokenizer
         self.fast_tokenizer = fast_tokenizer
         if tokenizer.pad_token_id is None:
@@ -288,6 +292,7 @@ class CausalLM:
             top_p=top_p if sample else None,
             pad_token_id=tok.pad_token_id,
             eos_token_id=self.eos_token_ids,
+            suppress_tokens=self._undecodable or None,
         )
         with self.autocast():
             if self.fsdp:
