@@ -41,6 +41,8 @@ class RolloutConfig:
     top_k: int = 0
     top_p: float = 1.0
     eval_temperature: float | None = None  #: None: evaluate with ``temperature`` (the policy as trained)
+    #: strings that end a response like a stop token (the text a reward reads ends before them)
+    stop_strings: list[str] = field(default_factory=list)
 
 
 @dataclass

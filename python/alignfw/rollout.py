@@ -107,7 +107,9 @@ def rollout(
     group = [rec for rec in records for _ in range(group_size)]  # each record G times, contiguous
     prompts = [rec.prompt for rec in group]
     temp = cfg.temperature if temperature is None else temperature
-    gen = model.generate(prompts, max_new_tokens=cfg.max_new_tokens, temperature=temp, top_k=cfg.top_k, top_p=cfg.top_p)
+    gen = model.generate(
+        prompts, max_new_tokens=cfg.max_new_tokens, temperature=temp, top_k=cfg.top_k, top_p=cfg.top_p, stop_strings=cfg.stop_strings
+    )
     scores = compute_rewards(reward, prompts, gen.responses, group, model.device)  # (b,)
     return Rollout(group, prompts, gen, scores, gen.response_mask.float(), group_size)
 

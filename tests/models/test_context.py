@@ -78,3 +78,16 @@ def test_ids_past_the_tokenizer_are_never_sampled(tmp_path):
     model = build_hf_model(HFModelConfig(path=str(tmp_path)))
     gen = model.generate(["translate: big cat ="] * 4, max_new_tokens=8, temperature=1.0)
     assert int(gen.response_ids.max()) < len(tok)
+
+
+def test_a_stop_string_ends_the_response_like_a_stop_token(tiny):
+    free = tiny.generate(["translate: big cat ="], max_new_tokens=12, temperature=0)
+    text = free.responses[0]
+    assert len(text.split()) >= 2, text
+    stop = " " + text.split()[1]  # the second word: the response must end right before it
+    gen = tiny.generate(["translate: big cat ="], max_new_tokens=12, temperature=0, stop_strings=[stop, "never there"])
+    assert gen.responses[0] == text[: text.find(stop)]
+    assert bool(gen.ended[0])
+    kept = gen.response_ids[0, : int(gen.response_mask[0].sum())].tolist()
+    assert tiny.tokenizer.decode(kept).endswith(stop)  # the tokens that write the stop string are trained
+    assert stop not in tiny.tokenizer.decode(kept[:-1])  # and not one more

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -264,9 +264,22 @@ class CausalLM:
         return Generation(sequences, attention_mask, r_mask, p_ids.shape[1], list(responses))
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Generation:
-        """Sample one continuation per prompt with the policy in eval mode; any of
-        :attr:`eos_token_ids` ends a response (``response_mask`` keeps it, ``ended`` says so)."""
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        stop_strings: Sequence[str] = (),
+    ) -> Generation:
+        """Sample one continuation per prompt with the policy in eval mode.
+
+        Any of :attr:`eos_token_ids` ends a response (``response_mask`` keeps it, ``ended`` says so);
+        so does the first of ``stop_strings``: the response keeps the tokens up to the one that
+        completes it (the policy learns to write it), its text ends before it (what rewards read).
+        """
         ids, mask = self.encode_prompts(prompts)
         limit = self.max_prompt_length
         if self.max_length is not None:
@@ -294,6 +307,8 @@ class CausalLM:
             eos_token_id=self.eos_token_ids,
             suppress_tokens=self._undecodable or None,
         )
+        if stop_strings:
+            kwargs.update(stop_strings=list(stop_strings), tokenizer=tok)
         with self.autocast():
             if self.fsdp:
                 # through the FSDP2 root's forward (it gathers the root's shards); synced_gpus keeps every
@@ -308,10 +323,30 @@ class CausalLM:
         # keep tokens up to and including the first EOS
         after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
         response_mask = (~after_eos).long()
-        attention_mask = torch.cat([mask, response_mask], dim=1)
         lengths = response_mask.sum(1).tolist()
-        texts = self.decode_texts([row[:n] for row, n in zip(resp.tolist(), lengths)])
-        return Generation(out, attention_mask, response_mask, P, texts, ended=is_eos.any(1))
+        rows = [row[:n] for row, n in zip(resp.tolist(), lengths)]
+        texts = self.decode_texts(rows)
+        ended = is_eos.any(1)
+        for i, text in enumerate(texts):
+            hits = [(text.find(s), s) for s in stop_strings if s and s in text]
+            if hits:
+                start, stop = min(hits)
+                n = self._tokens_covering(rows[i], start + len(stop))
+                response_mask[i, n:] = 0
+                texts[i], ended[i] = text[:start], True
+        attention_mask = torch.cat([mask, response_mask], dim=1)
+        return Generation(out, attention_mask, response_mask, P, texts, ended=ended)
+
+    def _tokens_covering(self, ids: list[int], chars: int) -> int:
+        """The fewest leading tokens of ``ids`` whose text is at least ``chars`` characters long."""
+        lo, hi = 1, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(self.decode_texts([ids[:mid]])[0]) >= chars:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     # -- scoring ------------------------------------------------------------------------------
 

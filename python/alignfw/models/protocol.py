@@ -8,7 +8,7 @@ only (``runtime_checkable``); the signatures below are the contract.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ContextManager, Protocol, runtime_checkable
+from typing import Any, ContextManager, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -90,8 +90,17 @@ class PolicyModel(Protocol):
         """Backward passes inside accumulate gradients without the cross-rank all-reduce when ``skip``."""
         ...
 
-    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Generation:
-        """Sample one continuation per prompt."""
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        stop_strings: Sequence[str] = (),
+    ) -> Generation:
+        """Sample one continuation per prompt; a stop token or the first of ``stop_strings`` ends it."""
         ...
 
     def encode_pairs(self, prompts: list[str], responses: list[str]) -> Generation:
