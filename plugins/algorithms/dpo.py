@@ -109,6 +109,7 @@ class DPO:
             scheduler=self.scheduler,
             max_grad_norm=self.cfg.max_grad_norm,
             no_sync=self.model.no_sync,
+            scaler=self.model.grad_scaler,
         )
 
     def evaluate(self, records: list[Record]) -> dict[str, float]:

@@ -135,7 +135,7 @@ class GRPO:
         return accumulate(
             minibatches, loss_fn, weights=accumulation_weights([float(units[idx].sum()) for idx in minibatches], cfg.grad_accum),
             accum_steps=cfg.grad_accum, optimizer=self.optimizer, params=model.trainable_parameters(),
-            max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+            max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync, scaler=model.grad_scaler,
         )  # fmt: skip
 
     # -- evaluation and state -----------------------------------------------------------------

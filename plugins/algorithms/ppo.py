@@ -148,7 +148,7 @@ class PPO:
         tokens = [float(mask[idx].sum()) for idx in minibatches]  # every loss term is a token mean
         return accumulate(
             minibatches, loss_fn, weights=accumulation_weights(tokens, cfg.grad_accum), accum_steps=cfg.grad_accum,
-            optimizer=self.optimizer, params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+            optimizer=self.optimizer, params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync, scaler=model.grad_scaler,
         )  # fmt: skip
 
     # -- evaluation and state -----------------------------------------------------------------

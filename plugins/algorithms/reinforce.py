@@ -147,7 +147,7 @@ class Reinforce:
         weights = accumulation_weights([float(units[sl.start : sl.stop].sum()) for sl in rows])
         stats = accumulate(
             rows, loss_fn, weights=weights, optimizer=self.optimizer, params=model.trainable_parameters(),
-            max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+            max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync, scaler=model.grad_scaler,
         )  # fmt: skip
         stats["loss/policy"] = stats["loss/total"]
         stats["advantage/mean"] = masked_mean(advantages, mask).item()

@@ -129,7 +129,7 @@ class RLOO:
         sequences = [float(len(idx)) for idx in minibatches]  # the loss is a mean over sequences
         return accumulate(
             minibatches, loss_fn, weights=accumulation_weights(sequences, cfg.grad_accum), accum_steps=cfg.grad_accum,
-            optimizer=self.optimizer, params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync,
+            optimizer=self.optimizer, params=model.trainable_parameters(), max_grad_norm=cfg.max_grad_norm, no_sync=model.no_sync, scaler=model.grad_scaler,
         )  # fmt: skip
 
     # -- evaluation and state -----------------------------------------------------------------

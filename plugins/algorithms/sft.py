@@ -89,6 +89,7 @@ class SFT:
             scheduler=self.scheduler,
             max_grad_norm=self.cfg.max_grad_norm,
             no_sync=self.model.no_sync,
+            scaler=self.model.grad_scaler,
         )
         stats["loss/sft"] = stats["loss/total"]  # token-weighted mean of token means: the batch's token mean
         return stats

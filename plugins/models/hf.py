@@ -34,8 +34,9 @@ class HFModelConfig:
     #: dtype of the parameters, i.e. the optimizer's master weights: auto (= float32), float32,
     #: bfloat16, float16. Keep float32 to train: AdamW's small updates vanish in 16-bit weights.
     dtype: str = "auto"
-    #: compute precision: auto (bf16 on a CUDA device that supports it, else fp32), fp32 or bf16
-    #: (autocast: bf16 matmuls, fp32 master weights and optimizer state; the frozen reference in bf16)
+    #: compute precision: auto (bf16 on a CUDA device that supports it, else fp32), fp32, bf16 or fp16
+    #: (autocast: 16-bit matmuls, fp32 master weights and optimizer state, the frozen reference in
+    #: 16 bits; fp16 adds dynamic loss scaling)
     precision: str = "auto"
     max_length: int | None = None  #: longest prompt + response scored (None: the model's context)
     max_prompt_length: int | None = None  #: longest prompt sampled from (None: what max_length leaves)

@@ -117,18 +117,34 @@ def accumulation_weights(units: Sequence[float], accum_steps: int | None = None)
 
 
 def optimizer_step(
-    optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], max_grad_norm: float | None, scheduler: Any = None
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.nn.Parameter],
+    max_grad_norm: float | None,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """Clip the gradient norm (``max_grad_norm`` <= 0 or None: measure it only), step, zero the
-    gradients, advance ``scheduler``. Returns ``grad_norm`` (before clipping) and the ``lr`` used."""
+    gradients, advance ``scheduler``. Returns ``grad_norm`` (before clipping) and the ``lr`` used.
+
+    With fp16's ``scaler`` the gradients are unscaled before clipping, and a step whose gradients
+    overflowed is skipped (and the scale lowered) by the scaler, as PyTorch's AMP recipe does.
+    """
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     limit = max_grad_norm if max_grad_norm is not None and max_grad_norm > 0 else float("inf")
     gn = torch.nn.utils.clip_grad_norm_(params, limit)  # a DTensor under FSDP2
     lr = optimizer.param_groups[0]["lr"]
-    optimizer.step()
+    out = {"grad_norm": to_float(gn), "lr": lr}
+    if scaler is not None:
+        scaler.step(optimizer)
+        out["loss_scale"] = scaler.get_scale()
+        scaler.update()
+    else:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if scheduler is not None:
         scheduler.step()
-    return {"grad_norm": to_float(gn), "lr": lr}
+    return out
 
 
 def accumulate(
@@ -142,6 +158,7 @@ def accumulate(
     accum_steps: int | None = None,
     scheduler: Any = None,
     no_sync: Callable[[bool], ContextManager[Any]] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """The update loop: back-propagate ``weights[i] * loss_fn(batches[i])`` for every micro-batch and
     take an optimizer step after every ``accum_steps`` of them (``None``: one step after all) and
@@ -155,6 +172,7 @@ def accumulate(
             the gradient of the group's mean loss whatever the split.
         no_sync: ``no_sync(skip)`` (:meth:`alignfw.models.CausalLM.no_sync`): every backward but the
             one before an optimizer step runs without the cross-rank gradient all-reduce.
+        scaler: fp16's loss scaler (``CausalLM.grad_scaler``; None otherwise).
 
     Returns:
         Each stat and ``loss/total`` as the weighted sum over each group's micro-batches (the group's
@@ -173,11 +191,12 @@ def accumulate(
         step_after = (i + 1) % per_step == 0 or i + 1 == n
         with no_sync(not step_after) if no_sync is not None else contextlib.nullcontext():
             loss, stats = loss_fn(mb)
-            (loss * weights[i]).backward()
+            weighted = loss * weights[i]
+            (scaler.scale(weighted) if scaler is not None else weighted).backward()
         for k, v in {"loss/total": loss.item(), **stats}.items():
             sums[k] = sums.get(k, 0.0) + weights[i] * v
         if step_after:
-            for k, v in optimizer_step(optimizer, params, max_grad_norm, scheduler).items():
+            for k, v in optimizer_step(optimizer, params, max_grad_norm, scheduler, scaler).items():
                 steps.setdefault(k, []).append(v)
     groups = max(len(steps.get("grad_norm", [])), 1)
     out = {k: v / groups for k, v in sums.items()}
@@ -200,7 +219,7 @@ def batch_step(
     its items; SFT counts response tokens), and :func:`accumulation_weights` weighs each micro-batch
     by its share of the units, so the step equals one full-batch step whatever the micro-batch size;
     stats are averaged with the same weights. ``kwargs``: :func:`accumulate`'s ``optimizer``,
-    ``params``, ``max_grad_norm``, ``scheduler``, ``no_sync``.
+    ``params``, ``max_grad_norm``, ``scheduler``, ``no_sync``, ``scaler``.
     """
     if not items:
         raise DataError("an algorithm step got no records")

@@ -142,6 +142,8 @@ class Trainer:
         collective: every rank must call it."""
         rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
         state = {"step": self.step, "algo": self.algo.state_dict(), "rng": rng}
+        if self.model.grad_scaler is not None:  # fp16: the loss scale continues where it was
+            state["grad_scaler"] = self.model.grad_scaler.state_dict()
         if self.world > 1:
             state["world_size"] = self.world
             state["rng_ranks"] = distributed.gather_objects(rng)
@@ -150,6 +152,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.algo.load_state_dict(state["algo"])
+        if self.model.grad_scaler is not None and "grad_scaler" in state:
+            self.model.grad_scaler.load_state_dict(state["grad_scaler"])
         optimizer = getattr(self.algo, "optimizer", None)
         if optimizer is not None and self.model.fsdp:
             distributed.shard_optimizer_state(optimizer)

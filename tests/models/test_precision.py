@@ -22,6 +22,8 @@ from alignfw.types import Record
 #: bf16 keeps 8 significant bits: one rounding is a relative error of at most 2^-9; the loss of a
 #: 2-layer model passes through ~10 rounded operations, so 2^-9 * 10 bounds its relative deviation
 LOSS_RTOL = 10 * 2.0**-9
+#: fp16 keeps 11 significant bits: the same bound with one rounding of 2^-12
+FP16_LOSS_RTOL = 10 * 2.0**-12
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +70,30 @@ def test_bf16_autocast_changes_what_fp32_changes_and_follows_its_loss(tiny_llama
         assert b == pytest.approx(a, rel=LOSS_RTOL)
     # and the autocast run really computed in bf16: its losses are not the fp32 ones to the bit
     assert fp32_loss != bf16_loss
+
+
+def test_fp16_autocast_with_loss_scaling_trains_like_fp32(tiny_llama):
+    fp32_loss, b32, a32 = _train(tiny_llama, precision="fp32")
+    fp16_loss, b16, a16 = _train(tiny_llama, precision="fp16")
+    c32, c16 = _changed(b32, a32), _changed(b16, a16)
+    assert (c32 & c16).sum() / (c32 | c16).sum() > 0.97  # the scaler kept the small gradients
+    for a, b in zip(fp32_loss, fp16_loss):
+        assert b == pytest.approx(a, rel=FP16_LOSS_RTOL)
+    assert fp32_loss != fp16_loss
+
+
+def test_fp16_loss_scale_is_checkpointed(builtin_plugins, tmp_path):
+    from helpers import demo_trainer
+
+    t = demo_trainer(builtin_plugins, tmp_path, "sft", data={"kind": "sft"}, model={"precision": "fp16"}, batch_size=4, eval_size=0)
+    stats = t.algo.step(t.train_records[:4])
+    assert stats["loss_scale"] == 65536.0  # torch's initial scale: no overflow on the first step
+    t.model.grad_scaler.update(new_scale=1024.0)
+    state = t.state_dict()
+    assert state["grad_scaler"]["scale"] == 1024.0
+    t2 = demo_trainer(builtin_plugins, tmp_path / "b", "sft", data={"kind": "sft"}, model={"precision": "fp16"}, batch_size=4, eval_size=0)
+    t2.load_state_dict(state)
+    assert t2.model.grad_scaler.get_scale() == 1024.0
 
 
 def test_bf16_weights_lose_the_updates_mixed_precision_keeps(tiny_llama):

@@ -26,7 +26,7 @@ from alignfw.types import ChatText
 __all__ = ["PRECISIONS", "CausalLM", "context_length", "eos_token_ids"]
 
 #: compute precision -> autocast dtype (None: no autocast, fp32 compute)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def eos_token_ids(lm: Any, tokenizer: Any) -> list[int]:
@@ -71,11 +71,11 @@ class CausalLM:
         for the encode/decode calls of rollouts (Rust, GIL released, parallel over the batch); the
         Hugging Face ``tokenizer`` remains for saving and for everything else.
 
-        ``precision``: the compute precision. ``bf16`` runs every forward under
-        ``torch.autocast(dtype=bfloat16)`` while the parameters (the optimizer's master weights)
-        and the optimizer state stay in their own dtype (float32 for training): bf16 has 8
-        significant bits, so an update smaller than 1/256 of a weight stored in bf16 is lost.
-        The frozen reference is kept in bf16 (it is never updated).
+        ``precision``: the compute precision. ``bf16`` / ``fp16`` run every forward under
+        ``torch.autocast`` while the parameters (the optimizer's master weights) and the optimizer
+        state stay in their own dtype (float32 for training): bf16 has 8 significant bits, so an
+        update smaller than 1/256 of a weight stored in bf16 is lost. The frozen reference is kept
+        in the compute dtype (it is never updated). fp16 also scales the loss (:attr:`grad_scaler`).
 
         ``max_length``: the longest prompt + response scored (default: the model's context);
         ``max_prompt_length``: the longest prompt sampled from (default: ``max_length`` minus the
@@ -93,6 +93,8 @@ class CausalLM:
             lm = adapters.add_lora(lm, self.lora)
         self.lm = lm.to(self.device)
         self.compute_dtype = PRECISIONS[precision]
+        #: fp16's dynamic loss scaler (its 5 exponent bits underflow small gradients); None otherwise
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.eos_token_ids = eos_token_ids(lm, tokenizer)
         context = context_length(lm)
         self.max_length = max_length if max_length is not None else context

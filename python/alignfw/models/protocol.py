@@ -55,6 +55,7 @@ class PolicyModel(Protocol):
     tokenizer: Any  #: a Hugging Face tokenizer (saved with the model)
     device: torch.device
     value_head: nn.Module | None  #: set by :meth:`add_value_head`
+    grad_scaler: Any  #: fp16's ``torch.amp.GradScaler`` for :func:`alignfw.optim.accumulate`; None otherwise
 
     @property
     def fsdp(self) -> bool:
