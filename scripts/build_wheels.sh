@@ -31,15 +31,22 @@ for arch in $archs; do
     fi
 done
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+quiet() {  # run "$@", print its last line, or all of its end if it fails
+    "$@" >"$log" 2>&1 || { tail -n 40 "$log"; return 1; }
+    tail -n 1 "$log"
+}
+
 rm -rf dist
-maturin sdist --out dist 2>&1 | tail -n 1
+quiet maturin sdist --out dist
 
 for arch in $archs; do
     echo "== wheel manylinux2014 $arch"
     start=$SECONDS
     # One target directory per architecture, so that a rebuild reuses its own artefacts.
-    CARGO_TARGET_DIR=target/wheels-$arch maturin build --release --zig --compatibility manylinux2014 \
-        --target "$arch-unknown-linux-gnu" --out dist 2>&1 | tail -n 1
+    CARGO_TARGET_DIR=target/wheels-$arch quiet maturin build --release --zig --compatibility manylinux2014 \
+        --target "$arch-unknown-linux-gnu" --out dist
     echo "   built in $((SECONDS - start)) s"
 done
 
