@@ -19,7 +19,7 @@ venv=${TOOLS_VENV:-target/wheel-tools}
 
 # maturin's zig extra brings the ziglang wheel (zig as a PyPI package: nothing else to install).
 [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
-"$venv/bin/python" -m pip install -q "maturin[zig]>=1.9,<2" auditwheel twine
+"$venv/bin/python" -m pip install -q "maturin[zig]>=1.9.3,<2" auditwheel twine
 bin=$(cd "$venv/bin" && pwd)
 export PATH="$bin:$PATH"
 echo "== tools: $(maturin --version), zig $(python -m ziglang version), auditwheel $(python -m auditwheel --version | head -n 1 | awk "{print \$2}")"
