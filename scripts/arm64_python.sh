@@ -19,8 +19,10 @@ need=()
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    log=$(mktemp)
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } >"$log" 2>&1 \
+        || { cat "$log"; exit 1; }
+    rm -f "$log"
 fi
 
 suite=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
