@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
@@ -34,35 +33,9 @@ use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 pub use self::merge::MergeMap;
 pub use self::pretokenize::{Pattern, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN};
 pub use self::train::TrainerConfig;
+pub use crate::added::{AddedToken, AllowedSpecial};
+use crate::added::{AddedVocab, Piece, Splitter};
 use crate::error::{Error, Result};
-
-/// A token added on top of the BPE vocabulary (Hugging Face's `AddedToken`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddedToken {
-    pub id: u32,
-    pub content: String,
-    /// Special tokens (`<|endoftext|>`) are matched only when the caller allows them.
-    pub special: bool,
-    pub single_word: bool,
-    pub lstrip: bool,
-    pub rstrip: bool,
-    pub normalized: bool,
-}
-
-impl AddedToken {
-    /// A special token with Hugging Face's defaults for special tokens.
-    pub fn special(id: u32, content: &str) -> Self {
-        AddedToken {
-            id,
-            content: content.to_string(),
-            special: true,
-            single_word: false,
-            lstrip: false,
-            rstrip: false,
-            normalized: false,
-        }
-    }
-}
 
 /// One step of the pre-tokenizer, in Hugging Face's terms.
 #[derive(Debug, Clone)]
@@ -82,18 +55,6 @@ pub enum PreStep {
 pub enum Normalizer {
     None,
     Nfc,
-}
-
-/// Which special tokens [`Tokenizer::encode`] may produce from their spelling in the text.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum AllowedSpecial {
-    /// None: special-token spellings are encoded as plain text (the safe default).
-    #[default]
-    None,
-    /// Every special token.
-    All,
-    /// Only these.
-    Some(Vec<String>),
 }
 
 /// Everything a [`Tokenizer`] is built from; what `tokenizer.json`, `vocab.json` + `merges.txt` and the
@@ -134,8 +95,7 @@ pub struct Tokenizer {
     merges: MergeMap,
     parts: Parts,
     unk_id: Option<u32>,
-    matcher_all: Option<(AhoCorasick, Vec<u32>)>,
-    matcher_plain: Option<(AhoCorasick, Vec<u32>)>,
+    added: AddedVocab,
     /// The whole pre-tokenizer is one regex split with no prefix space: the fast path.
     single_split: Option<Pattern>,
 }
@@ -148,17 +108,6 @@ impl std::fmt::Debug for Tokenizer {
             .field("added", &self.parts.added.len())
             .finish()
     }
-}
-
-fn matcher(tokens: &[&AddedToken]) -> Result<Option<(AhoCorasick, Vec<u32>)>> {
-    if tokens.is_empty() {
-        return Ok(None);
-    }
-    let ac = AhoCorasick::builder()
-        .match_kind(MatchKind::LeftmostLongest)
-        .build(tokens.iter().map(|t| t.content.as_str()))
-        .map_err(|e| Error::TokenizerFormat(format!("cannot index added tokens: {e}")))?;
-    Ok(Some((ac, tokens.iter().map(|t| t.id).collect())))
 }
 
 impl Tokenizer {
@@ -179,12 +128,6 @@ impl Tokenizer {
         }
         for t in &parts.added {
             max_id = max_id.max(t.id as i64);
-            if t.content.is_empty() {
-                return Err(Error::TokenizerFormat(format!(
-                    "added token {} has empty content",
-                    t.id
-                )));
-            }
         }
         let size = (max_id + 1) as usize;
         let n_tokens = parts.vocab.len() + parts.added.len();
@@ -259,8 +202,8 @@ impl Tokenizer {
             ),
             None => None,
         };
-        let all: Vec<&AddedToken> = parts.added.iter().collect();
-        let plain: Vec<&AddedToken> = parts.added.iter().filter(|t| !t.special).collect();
+        let normalizer = parts.normalizer;
+        let added = AddedVocab::new(parts.added.clone(), &|c| normalize(normalizer, c).into_owned())?;
         let single_split = match parts.steps.as_slice() {
             [PreStep::ByteLevel {
                 add_prefix_space: false,
@@ -285,8 +228,7 @@ impl Tokenizer {
             byte_ids,
             merges,
             unk_id,
-            matcher_all: matcher(&all)?,
-            matcher_plain: matcher(&plain)?,
+            added,
             single_split,
             parts,
         })
@@ -351,109 +293,52 @@ impl Tokenizer {
     /// added tokens are always recognised (as Hugging Face does). Equals Hugging Face
     /// `Tokenizer.encode(text, add_special_tokens=False).ids` when every special token is allowed.
     pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Result<Vec<u32>> {
-        let custom = self.custom_matcher(allowed)?;
-        self.encode_with(text, self.matcher_for(allowed, &custom))
+        let splitter = self.splitter(allowed)?;
+        self.encode_with(text, &splitter)
     }
 
-    /// The added-token matcher for an explicit set of allowed special tokens (`None` otherwise).
-    fn custom_matcher(&self, allowed: &AllowedSpecial) -> Result<Option<(AhoCorasick, Vec<u32>)>> {
-        let AllowedSpecial::Some(names) = allowed else {
-            return Ok(None);
-        };
-        for n in names {
-            if !self.parts.added.iter().any(|t| t.special && &t.content == n) {
-                return Err(Error::InvalidInput(format!(
-                    "{n:?} is not a special token of this tokenizer"
-                )));
-            }
-        }
-        let chosen: Vec<&AddedToken> = self
-            .parts
-            .added
-            .iter()
-            .filter(|t| !t.special || names.contains(&t.content))
-            .collect();
-        matcher(&chosen)
+    fn splitter(&self, allowed: &AllowedSpecial) -> Result<Cow<'_, Splitter>> {
+        let n = self.parts.normalizer;
+        self.added.splitter(allowed, &|c| normalize(n, c).into_owned())
     }
 
-    fn matcher_for<'a>(
-        &'a self,
-        allowed: &AllowedSpecial,
-        custom: &'a Option<(AhoCorasick, Vec<u32>)>,
-    ) -> Option<&'a (AhoCorasick, Vec<u32>)> {
-        match allowed {
-            AllowedSpecial::None => self.matcher_plain.as_ref(),
-            AllowedSpecial::All => self.matcher_all.as_ref(),
-            AllowedSpecial::Some(_) => custom.as_ref(),
-        }
-    }
-
-    fn encode_with(&self, text: &str, matcher: Option<&(AhoCorasick, Vec<u32>)>) -> Result<Vec<u32>> {
+    /// Hugging Face's order: tokens with `normalized = false` are split off the raw text, then tokens
+    /// with `normalized = true` off each normalized stretch between them ([`crate::added`]).
+    fn encode_with(&self, text: &str, splitter: &Splitter) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         with_cache(self.uid, |cache| -> Result<()> {
-            match matcher {
-                None => self.encode_segment(text, cache, &mut out),
-                Some((ac, ids)) => {
-                    let mut last = 0;
-                    for m in ac.find_iter(text) {
-                        // As Hugging Face: `single_word` judges the bare match, `lstrip`/`rstrip` then widen it.
-                        let Some((start, end)) = self.single_word_ok(text, m.start(), m.end()) else {
-                            continue;
-                        };
-                        let (start, end) = self.strip_bounds(text, start, end);
-                        if start < last {
-                            continue;
-                        }
-                        self.encode_segment(&text[last..start], cache, &mut out)?;
-                        out.push(ids[m.pattern().as_usize()]);
-                        last = end;
-                    }
-                    self.encode_segment(&text[last..], cache, &mut out)
-                }
+            if splitter.is_empty() {
+                return self.encode_segment(text, cache, &mut out);
             }
+            let mut result = Ok(());
+            let mut on_raw = |piece: Piece| match piece {
+                Piece::Token(id, _) => out.push(id),
+                Piece::Text(r) if result.is_ok() => {
+                    result = match &splitter.normalized {
+                        None => self.encode_segment(&text[r], cache, &mut out),
+                        Some(m) => {
+                            let seg = normalize(self.parts.normalizer, &text[r]);
+                            let mut inner = Ok(());
+                            m.split(&seg, &mut |p| match p {
+                                Piece::Token(id, _) => out.push(id),
+                                Piece::Text(r2) if inner.is_ok() => {
+                                    inner = self.encode_segment(&seg[r2], cache, &mut out)
+                                }
+                                Piece::Text(_) => {}
+                            });
+                            inner
+                        }
+                    }
+                }
+                Piece::Text(_) => {}
+            };
+            match &splitter.raw {
+                Some(m) => m.split(text, &mut on_raw),
+                None => on_raw(Piece::Text(0..text.len())),
+            }
+            result
         })?;
         Ok(out)
-    }
-
-    /// Widens an added-token match over whitespace on the sides its `lstrip` / `rstrip` flags name.
-    fn strip_bounds(&self, text: &str, start: usize, end: usize) -> (usize, usize) {
-        let tok = self.added_for_content(&text[start..end]);
-        let (mut s, mut e) = (start, end);
-        if let Some(t) = tok {
-            if t.lstrip {
-                s = text[..s].trim_end_matches(char::is_whitespace).len();
-            }
-            if t.rstrip {
-                e = text.len() - text[e..].trim_start_matches(char::is_whitespace).len();
-            }
-        }
-        (s, e)
-    }
-
-    /// Rejects a `single_word` token's match inside a word (Hugging Face's rule: neighbours must not be
-    /// alphanumeric or `_`).
-    fn single_word_ok(&self, text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
-        let word = |c: char| c.is_alphanumeric() || c == '_';
-        match self.added_for_content(&text[start..end]) {
-            Some(t) if t.single_word => {
-                let before = text[..start].chars().next_back().is_some_and(word);
-                let after = text[end..].chars().next().is_some_and(word);
-                (!before && !after).then_some((start, end))
-            }
-            _ => Some((start, end)),
-        }
-    }
-
-    fn added_for_content(&self, content: &str) -> Option<&AddedToken> {
-        if self
-            .parts
-            .added
-            .iter()
-            .all(|t| !(t.lstrip || t.rstrip || t.single_word))
-        {
-            return None;
-        }
-        self.parts.added.iter().find(|t| t.content == content)
     }
 
     /// The pieces BPE would merge within, after normalization and pre-tokenization (added tokens are
@@ -483,10 +368,7 @@ impl Tokenizer {
         if text.is_empty() {
             return Ok(());
         }
-        let text: Cow<str> = match self.parts.normalizer {
-            Normalizer::Nfc if is_nfc_quick(text.chars()) != IsNormalized::Yes => Cow::Owned(text.nfc().collect()),
-            _ => Cow::Borrowed(text),
-        };
+        let text = normalize(self.parts.normalizer, text);
         if let Some(p) = &self.single_split {
             return p.split(&text, &mut |piece| f(piece));
         }
@@ -590,18 +472,18 @@ impl Tokenizer {
         allowed: &AllowedSpecial,
         num_threads: Option<usize>,
     ) -> Result<Vec<Vec<u32>>> {
-        let custom = self.custom_matcher(allowed)?;
-        let matcher = self.matcher_for(allowed, &custom);
+        let splitter = self.splitter(allowed)?;
+        let splitter = splitter.as_ref();
         let run = || {
             texts
                 .par_iter()
                 .with_min_len(1)
-                .map(|t| self.encode_with(t.as_ref(), matcher))
+                .map(|t| self.encode_with(t.as_ref(), splitter))
                 .collect()
         };
         match num_threads {
             Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
-            Some(1) => texts.iter().map(|t| self.encode_with(t.as_ref(), matcher)).collect(),
+            Some(1) => texts.iter().map(|t| self.encode_with(t.as_ref(), splitter)).collect(),
             Some(n) => Ok(pool(n)?.install(run)?),
             None => run(),
         }
@@ -682,6 +564,14 @@ impl Tokenizer {
     /// Trains on in-memory texts (each text is split into lines, as the file trainer does).
     pub fn train_from_texts<S: AsRef<str> + Sync>(texts: &[S], config: &TrainerConfig) -> Result<Self> {
         train::train_from_texts(texts, config)
+    }
+}
+
+/// `text` under the normalizer (borrowed when it changes nothing).
+fn normalize(n: Normalizer, text: &str) -> Cow<'_, str> {
+    match n {
+        Normalizer::Nfc if is_nfc_quick(text.chars()) != IsNormalized::Yes => Cow::Owned(text.nfc().collect()),
+        _ => Cow::Borrowed(text),
     }
 }
 
