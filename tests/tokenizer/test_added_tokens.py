@@ -9,10 +9,11 @@ same ``tokenizer.json``.
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import pytest
 from alignfw.tokenizer import Tokenizer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -46,6 +47,11 @@ def with_added(base: Tokenizer, tokens: list[tuple[str, dict[str, bool]]], nfc: 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tokens=token_sets, data=st.data())
 def test_added_token_mixes_equal_hf(trained, nfc, tokens, data):
+    # Two normalized tokens whose contents normalize alike ("\u00e9>" and "e\u0301>" under NFC) give HF
+    # one pattern twice: its matcher then fails to build and which token (if any) matches varies from
+    # load to load, so there is nothing stable to compare with.
+    normed = [unicodedata.normalize("NFC", c) if nfc and f["normalized"] else c for c, f in tokens]
+    assume(len(set(normed)) == len(normed))
     text = "".join(
         data.draw(st.lists(st.sampled_from([c for c, _ in tokens] + CONTENTS + FILLERS), max_size=14))
     )

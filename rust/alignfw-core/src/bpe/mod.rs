@@ -644,7 +644,7 @@ fn with_cache<R>(uid: u64, f: impl FnOnce(&mut PieceCache) -> R) -> R {
 }
 
 /// A rayon pool of `n` threads, built once per size and reused so that its threads keep their caches.
-fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
+pub(crate) fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)

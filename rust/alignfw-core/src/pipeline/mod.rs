@@ -1,0 +1,749 @@
+//! The subword tokenizer families that are not byte-level BPE (issue 14): WordPiece (BERT),
+//! SentencePiece-style BPE (Llama 2, Mistral, Gemma) and Unigram (T5, ALBERT), read from a Hugging Face
+//! `tokenizer.json` and encoding to the same ids and offsets as Hugging Face `tokenizers`.
+//!
+//! Pipeline of [`Tokenizer::encode`], Hugging Face's order:
+//! 1. added tokens with `normalized = false` are split off the raw text ([`crate::added`]);
+//! 2. each stretch between them is normalized ([`Normalizer`]), remembering where each byte came from
+//!    ([`normalized::Normalized`]), and tokens with `normalized = true` are split off it;
+//! 3. the rest is pre-tokenized ([`PreTokenizer`]) into words;
+//! 4. the model ([`Model`]) turns each word into ids;
+//! 5. with `add_special_tokens`, the post-processor's template adds its tokens (`[CLS] $A [SEP]`, `<s> $A`).
+//!
+//! Offsets are byte ranges of the caller's text (added template tokens get `(0, 0)`); see
+//! [`char_offsets`] for Python's character offsets.
+
+mod json;
+pub use self::json::is_byte_level;
+pub mod models;
+pub mod normalized;
+
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
+use unicode_categories::UnicodeCategories;
+
+use self::models::{CharBpe, Tok, Unigram, WordPiece};
+use self::normalized::Normalized;
+use crate::added::{AddedToken, AddedVocab, AllowedSpecial, Piece, Splitter};
+use crate::error::{Error, Result};
+
+/// One step of the normalizer (a `Sequence` is flattened into a list of these).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NormStep {
+    /// BERT's: drop control characters and map whitespace to ' ', space out CJK ideographs, strip
+    /// accents (NFD, then drop non-spacing marks), lowercase.
+    Bert {
+        clean_text: bool,
+        handle_chinese_chars: bool,
+        strip_accents: bool,
+        lowercase: bool,
+    },
+    Lowercase,
+    Nfd,
+    Nfc,
+    Nfkd,
+    Nfkc,
+    /// Drops combining marks (no decomposition of its own).
+    StripAccents,
+    Strip {
+        left: bool,
+        right: bool,
+    },
+    Prepend(String),
+    /// Replaces a literal string.
+    Replace {
+        pattern: String,
+        content: String,
+    },
+}
+
+/// The normalizer: its steps in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Normalizer(pub Vec<NormStep>);
+
+fn is_bert_whitespace(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || c.is_whitespace()
+}
+
+fn is_bert_control(c: char) -> bool {
+    !matches!(c, '\t' | '\n' | '\r') && c.is_other()
+}
+
+fn is_chinese_char(c: char) -> bool {
+    matches!(c as u32,
+        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F
+        | 0x2B740..=0x2B81F | 0x2B920..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
+}
+
+impl Normalizer {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn apply(&self, n: &mut Normalized) {
+        for step in &self.0 {
+            match step {
+                NormStep::Bert {
+                    clean_text,
+                    handle_chinese_chars,
+                    strip_accents,
+                    lowercase,
+                } => {
+                    if *clean_text {
+                        n.filter(|c| !(c == '\0' || c == '\u{fffd}' || is_bert_control(c)));
+                        n.map(|c| if is_bert_whitespace(c) { ' ' } else { c });
+                    }
+                    if *handle_chinese_chars && n.text.chars().any(is_chinese_char) {
+                        let mut dest = Vec::with_capacity(n.text.len() + 16);
+                        for c in n.text.chars() {
+                            if is_chinese_char(c) {
+                                dest.extend([(' ', 0), (c, 1), (' ', 1)]);
+                            } else {
+                                dest.push((c, 0));
+                            }
+                        }
+                        n.transform(dest, 0);
+                    }
+                    if *strip_accents {
+                        n.nfd();
+                        n.filter(|c| !c.is_mark_nonspacing());
+                    }
+                    if *lowercase {
+                        n.lowercase();
+                    }
+                }
+                NormStep::Lowercase => n.lowercase(),
+                NormStep::Nfd => n.nfd(),
+                NormStep::Nfc => n.nfc(),
+                NormStep::Nfkd => n.nfkd(),
+                NormStep::Nfkc => n.nfkc(),
+                NormStep::StripAccents => {
+                    n.filter(|c| !unicode_normalization_alignments::char::is_combining_mark(c));
+                }
+                NormStep::Strip { left, right } => n.strip(*left, *right),
+                NormStep::Prepend(s) => {
+                    if !n.is_empty() {
+                        n.prepend(s)
+                    }
+                }
+                NormStep::Replace { pattern, content } => n.replace(pattern, content),
+            }
+        }
+    }
+
+    /// A string normalized on its own (an added token's content, for matching in normalized text).
+    pub fn normalize_str(&self, s: &str) -> String {
+        let mut n = Normalized::new(s, 0);
+        self.apply(&mut n);
+        n.text
+    }
+}
+
+/// Where Metaspace prepends its replacement character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrependScheme {
+    Always,
+    /// Only to the word that starts the text.
+    First,
+    Never,
+}
+
+/// One step of the pre-tokenizer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PreTokenizer {
+    /// Split on whitespace (dropped), then on punctuation (kept as one-character words).
+    Bert,
+    /// `\w+|[^\w\s]+`.
+    Whitespace,
+    /// Split on whitespace (dropped).
+    WhitespaceSplit,
+    /// Spaces become `replacement`, which is prepended as the scheme says; with `split`, each
+    /// `replacement` starts a new word.
+    Metaspace {
+        replacement: char,
+        prepend_scheme: PrependScheme,
+        split: bool,
+    },
+    /// Split off digits: each on its own (`individual_digits`) or in runs.
+    Digits { individual_digits: bool },
+    /// Punctuation (Bert's definition) isolated.
+    Punctuation,
+}
+
+fn is_bert_punc(c: char) -> bool {
+    c.is_ascii_punctuation() || c.is_punctuation()
+}
+
+fn is_word_char(c: char) -> bool {
+    regex_syntax::try_is_word_character(c).unwrap_or(c.is_alphanumeric() || c == '_')
+}
+
+/// Splits `n` where `is_delim` holds; delimiters are dropped (`keep == false`) or kept alone.
+fn split_chars(n: &Normalized, is_delim: impl Fn(char) -> bool, keep: bool, out: &mut Vec<Normalized>) {
+    let mut start = 0;
+    for (i, c) in n.text.char_indices() {
+        if is_delim(c) {
+            if start < i {
+                out.push(n.slice(start, i));
+            }
+            if keep {
+                out.push(n.slice(i, i + c.len_utf8()));
+            }
+            start = i + c.len_utf8();
+        }
+    }
+    if start < n.text.len() {
+        out.push(n.slice(start, n.text.len()));
+    }
+}
+
+/// Splits `n` into maximal runs of characters of the same class (`class(c) == None`: dropped).
+fn split_runs(n: &Normalized, class: impl Fn(char) -> Option<u8>, out: &mut Vec<Normalized>) {
+    let mut run: Option<(usize, u8)> = None;
+    for (i, c) in n.text.char_indices() {
+        let k = class(c);
+        match (run, k) {
+            (Some((_, a)), Some(b)) if a == b => {}
+            _ => {
+                if let Some((s, _)) = run {
+                    out.push(n.slice(s, i));
+                }
+                run = k.map(|b| (i, b));
+            }
+        }
+    }
+    if let Some((s, _)) = run {
+        out.push(n.slice(s, n.text.len()));
+    }
+}
+
+impl PreTokenizer {
+    fn apply(&self, pieces: Vec<Normalized>) -> Vec<Normalized> {
+        let mut out = Vec::with_capacity(pieces.len() * 2);
+        for n in pieces {
+            match self {
+                PreTokenizer::Bert => {
+                    let mut words = Vec::new();
+                    split_chars(&n, char::is_whitespace, false, &mut words);
+                    for w in &words {
+                        split_chars(w, is_bert_punc, true, &mut out);
+                    }
+                }
+                PreTokenizer::Punctuation => split_chars(&n, is_bert_punc, true, &mut out),
+                PreTokenizer::WhitespaceSplit => split_chars(&n, char::is_whitespace, false, &mut out),
+                PreTokenizer::Whitespace => split_runs(
+                    &n,
+                    |c| {
+                        if is_word_char(c) {
+                            Some(0)
+                        } else if c.is_whitespace() {
+                            None
+                        } else {
+                            Some(1)
+                        }
+                    },
+                    &mut out,
+                ),
+                PreTokenizer::Digits { individual_digits } => {
+                    if *individual_digits {
+                        split_chars(&n, char::is_numeric, true, &mut out)
+                    } else {
+                        split_runs(&n, |c| Some(u8::from(c.is_numeric())), &mut out)
+                    }
+                }
+                PreTokenizer::Metaspace {
+                    replacement,
+                    prepend_scheme,
+                    split,
+                } => {
+                    let mut n = n;
+                    let mut rep = [0u8; 4];
+                    let rep: &str = replacement.encode_utf8(&mut rep);
+                    n.replace(" ", rep);
+                    let prepend = match prepend_scheme {
+                        PrependScheme::Always => true,
+                        PrependScheme::First => n.whole_span().0 == 0,
+                        PrependScheme::Never => false,
+                    };
+                    if prepend && !n.text.starts_with(*replacement) {
+                        n.prepend(rep);
+                    }
+                    if *split {
+                        // Each replacement character starts a new word (MergedWithNext).
+                        let mut start = 0;
+                        for (i, c) in n.text.char_indices() {
+                            if c == *replacement && i > start {
+                                out.push(n.slice(start, i));
+                                start = i;
+                            }
+                        }
+                        if start < n.text.len() {
+                            out.push(n.slice(start, n.text.len()));
+                        }
+                    } else if !n.is_empty() {
+                        out.push(n);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The model of a tokenizer.
+#[derive(Debug, Clone)]
+pub enum Model {
+    WordPiece(WordPiece),
+    Bpe(CharBpe),
+    Unigram(Unigram),
+}
+
+/// One step of the decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoder {
+    WordPiece {
+        prefix: String,
+        cleanup: bool,
+    },
+    Metaspace {
+        replacement: char,
+        prepend_scheme: PrependScheme,
+    },
+    /// Runs of `<0xNN>` tokens become the text of their bytes (U+FFFD per byte if not UTF-8).
+    ByteFallback,
+    /// Joins every token into one.
+    Fuse,
+    /// Removes up to `start` leading and `stop` trailing `content` characters from each token.
+    Strip {
+        content: char,
+        start: usize,
+        stop: usize,
+    },
+    Replace {
+        pattern: String,
+        content: String,
+    },
+}
+
+fn wordpiece_cleanup(s: &str) -> String {
+    s.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" do not", " don't")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+}
+
+fn byte_token(t: &str) -> Option<u8> {
+    if t.len() == 6 && t.starts_with("<0x") && t.ends_with('>') {
+        u8::from_str_radix(&t[3..5], 16).ok()
+    } else {
+        None
+    }
+}
+
+impl Decoder {
+    fn apply(&self, tokens: Vec<String>) -> Vec<String> {
+        match self {
+            Decoder::WordPiece { prefix, cleanup } => tokens
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let t = if i == 0 {
+                        t
+                    } else if let Some(rest) = t.strip_prefix(prefix.as_str()) {
+                        rest.to_string()
+                    } else {
+                        format!(" {t}")
+                    };
+                    if *cleanup {
+                        wordpiece_cleanup(&t)
+                    } else {
+                        t
+                    }
+                })
+                .collect(),
+            Decoder::Metaspace {
+                replacement,
+                prepend_scheme,
+            } => tokens
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    t.chars()
+                        .filter_map(|c| {
+                            if c != *replacement {
+                                Some(c)
+                            } else if i == 0 && *prepend_scheme != PrependScheme::Never {
+                                None
+                            } else {
+                                Some(' ')
+                            }
+                        })
+                        .collect()
+                })
+                .collect(),
+            Decoder::ByteFallback => {
+                let mut out = Vec::with_capacity(tokens.len());
+                let mut bytes: Vec<u8> = Vec::new();
+                let flush = |bytes: &mut Vec<u8>, out: &mut Vec<String>| {
+                    if bytes.is_empty() {
+                        return;
+                    }
+                    match String::from_utf8(std::mem::take(bytes)) {
+                        Ok(s) => out.push(s),
+                        Err(e) => out.extend(std::iter::repeat_n("\u{fffd}".to_string(), e.as_bytes().len())),
+                    }
+                };
+                for t in tokens {
+                    match byte_token(&t) {
+                        Some(b) => bytes.push(b),
+                        None => {
+                            flush(&mut bytes, &mut out);
+                            out.push(t);
+                        }
+                    }
+                }
+                flush(&mut bytes, &mut out);
+                out
+            }
+            Decoder::Fuse => vec![tokens.concat()],
+            Decoder::Strip { content, start, stop } => tokens
+                .into_iter()
+                .map(|t| {
+                    let chars: Vec<char> = t.chars().collect();
+                    let mut a = 0;
+                    for (i, &c) in chars.iter().enumerate().take(*start) {
+                        if c == *content {
+                            a = i + 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    let mut b = chars.len();
+                    for i in 0..*stop {
+                        let Some(idx) = chars.len().checked_sub(i + 1) else {
+                            break;
+                        };
+                        if chars[idx] == *content {
+                            b = idx;
+                        } else {
+                            break;
+                        }
+                    }
+                    chars[a.min(b)..b].iter().collect()
+                })
+                .collect(),
+            Decoder::Replace { pattern, content } => tokens.into_iter().map(|t| t.replace(pattern, content)).collect(),
+        }
+    }
+}
+
+/// The post-processor's template for one sequence: ids before and after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Template {
+    pub before: Vec<u32>,
+    pub after: Vec<u32>,
+}
+
+/// Everything a [`Tokenizer`] is built from.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub normalizer: Normalizer,
+    pub pre_tokenizer: Vec<PreTokenizer>,
+    pub model: Model,
+    /// id → spelling of the model's vocabulary (holes allowed).
+    pub model_vocab: Vec<Option<String>>,
+    pub added: Vec<AddedToken>,
+    pub template: Template,
+    /// `None`: tokens are joined with spaces, as Hugging Face does without a decoder.
+    pub decoder: Option<Vec<Decoder>>,
+}
+
+/// Ids and byte offsets of one encoded text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Encoding {
+    pub ids: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// A WordPiece, SentencePiece-BPE or Unigram tokenizer. Immutable, `Send + Sync`.
+#[derive(Debug)]
+pub struct Tokenizer {
+    parts: Parts,
+    added: AddedVocab,
+    /// id → spelling used when decoding (added tokens: their content, normalized if they are).
+    spellings: Vec<Option<String>>,
+    token_to_id: FxHashMap<String, u32>,
+    special: FxHashSet<String>,
+    json: String,
+    family: &'static str,
+}
+
+impl Tokenizer {
+    pub fn from_parts(parts: Parts, json: String) -> Result<Self> {
+        let normalizer = parts.normalizer.clone();
+        let added = AddedVocab::new(parts.added.clone(), &|c| normalizer.normalize_str(c))?;
+        let mut spellings = parts.model_vocab.clone();
+        let mut token_to_id: FxHashMap<String, u32> = FxHashMap::default();
+        for (i, s) in spellings.iter().enumerate() {
+            if let Some(s) = s {
+                token_to_id.insert(s.clone(), i as u32);
+            }
+        }
+        let mut special = FxHashSet::default();
+        for t in &parts.added {
+            let i = t.id as usize;
+            if i >= spellings.len() {
+                if i > spellings.len() + 16 * parts.added.len() + (1 << 20) {
+                    return Err(Error::TokenizerFormat(format!(
+                        "added token {:?} has id {}, far beyond the vocabulary: ids must be dense",
+                        t.content, t.id
+                    )));
+                }
+                spellings.resize(i + 1, None);
+            }
+            let shown = if t.normalized {
+                normalizer.normalize_str(&t.content)
+            } else {
+                t.content.clone()
+            };
+            spellings[i] = Some(shown);
+            token_to_id.insert(t.content.clone(), t.id);
+            if t.special {
+                special.insert(t.content.clone());
+            }
+        }
+        for id in parts.template.before.iter().chain(&parts.template.after) {
+            if spellings.get(*id as usize).is_none_or(Option::is_none) {
+                return Err(Error::TokenizerFormat(format!(
+                    "post_processor adds id {id}, which is not in the vocabulary"
+                )));
+            }
+        }
+        let family = match &parts.model {
+            Model::WordPiece(_) => "WordPiece",
+            Model::Bpe(_) => "BPE",
+            Model::Unigram(_) => "Unigram",
+        };
+        Ok(Tokenizer {
+            parts,
+            added,
+            spellings,
+            token_to_id,
+            special,
+            json,
+            family,
+        })
+    }
+
+    /// Reads a Hugging Face `tokenizer.json`; unsupported components are named in the error.
+    pub fn from_json(json: &str) -> Result<Self> {
+        json::from_json(json)
+    }
+
+    /// The `tokenizer.json` this tokenizer was read from.
+    pub fn to_json(&self) -> &str {
+        &self.json
+    }
+
+    /// `"WordPiece"`, `"BPE"` (SentencePiece-style) or `"Unigram"`.
+    pub fn family(&self) -> &'static str {
+        self.family
+    }
+
+    pub fn parts(&self) -> &Parts {
+        &self.parts
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.spellings.len()
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.token_to_id.get(token).copied()
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.spellings.get(id as usize).and_then(|s| s.as_deref())
+    }
+
+    pub fn added_tokens(&self) -> &[AddedToken] {
+        self.added.tokens()
+    }
+
+    fn splitter(&self, allowed: &AllowedSpecial) -> Result<Cow<'_, Splitter>> {
+        let n = &self.parts.normalizer;
+        self.added.splitter(allowed, &|c| n.normalize_str(c))
+    }
+
+    /// Encodes `text`: ids and byte offsets into `text`. Special tokens are recognised only as
+    /// `allowed` says; with `add_special_tokens` the post-processor's template tokens are added.
+    /// Equals Hugging Face `encode(text, add_special_tokens=...)` when every special token is allowed.
+    pub fn encode(&self, text: &str, allowed: &AllowedSpecial, add_special_tokens: bool) -> Result<Encoding> {
+        let splitter = self.splitter(allowed)?;
+        self.encode_with(text, &splitter, add_special_tokens)
+    }
+
+    fn encode_with(&self, text: &str, splitter: &Splitter, add_special_tokens: bool) -> Result<Encoding> {
+        let mut enc = Encoding::default();
+        if add_special_tokens {
+            for &id in &self.parts.template.before {
+                enc.ids.push(id);
+                enc.offsets.push((0, 0));
+            }
+        }
+        let mut result = Ok(());
+        let mut on_raw = |piece: Piece| match piece {
+            Piece::Token(id, r) => {
+                enc.ids.push(id);
+                enc.offsets.push((r.start, r.end));
+            }
+            Piece::Text(r) if result.is_ok() => {
+                let mut n = Normalized::new(&text[r.clone()], r.start);
+                self.parts.normalizer.apply(&mut n);
+                match &splitter.normalized {
+                    None => result = self.encode_normalized(n, &mut enc),
+                    Some(m) => {
+                        let mut pieces = Vec::new();
+                        m.split(&n.text, &mut |p| pieces.push(p));
+                        for p in pieces {
+                            match p {
+                                Piece::Token(id, r2) => {
+                                    let (s, e) = n.span(r2.start, r2.end);
+                                    enc.ids.push(id);
+                                    enc.offsets.push((s as usize, e as usize));
+                                }
+                                Piece::Text(r2) => {
+                                    if result.is_ok() {
+                                        result = self.encode_normalized(n.slice(r2.start, r2.end), &mut enc);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Piece::Text(_) => {}
+        };
+        match &splitter.raw {
+            Some(m) => m.split(text, &mut on_raw),
+            None if text.is_empty() => {}
+            None => on_raw(Piece::Text(0..text.len())),
+        }
+        result?;
+        if add_special_tokens {
+            for &id in &self.parts.template.after {
+                enc.ids.push(id);
+                enc.offsets.push((0, 0));
+            }
+        }
+        Ok(enc)
+    }
+
+    /// Pre-tokenizes and runs the model on one normalized stretch free of added tokens.
+    fn encode_normalized(&self, n: Normalized, enc: &mut Encoding) -> Result<()> {
+        if n.is_empty() {
+            return Ok(());
+        }
+        let mut words = vec![n];
+        for step in &self.parts.pre_tokenizer {
+            words = step.apply(words);
+        }
+        let mut toks: Vec<Tok> = Vec::new();
+        let (mut ids, mut lens) = (Vec::new(), Vec::new());
+        for w in &words {
+            toks.clear();
+            match &self.parts.model {
+                Model::WordPiece(m) => m.tokenize(&w.text, &mut toks),
+                Model::Bpe(m) => m.tokenize(&w.text, &mut toks, &mut ids, &mut lens),
+                Model::Unigram(m) => m.tokenize(&w.text, &mut toks)?,
+            }
+            for &(id, s, e) in &toks {
+                let (a, b) = w.span(s, e);
+                enc.ids.push(id);
+                enc.offsets.push((a as usize, b as usize));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes many texts in parallel on `num_threads` threads (rayon's global pool when `None`).
+    pub fn encode_batch<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        allowed: &AllowedSpecial,
+        add_special_tokens: bool,
+        num_threads: Option<usize>,
+    ) -> Result<Vec<Encoding>> {
+        let splitter = self.splitter(allowed)?;
+        let splitter = splitter.as_ref();
+        let one = |t: &S| self.encode_with(t.as_ref(), splitter, add_special_tokens);
+        match num_threads {
+            Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
+            Some(1) => texts.iter().map(one).collect(),
+            Some(n) => crate::bpe::pool(n)?.install(|| texts.par_iter().map(one).collect()),
+            None => texts.par_iter().map(one).collect(),
+        }
+    }
+
+    /// Decodes ids through the decoder (special tokens dropped with `skip_special`), as Hugging Face.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        let mut tokens = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(s) = self.id_to_token(id) else {
+                return Err(Error::Tokenize(format!(
+                    "id {id} is not in the vocabulary (ids run from 0 to {})",
+                    self.spellings.len().saturating_sub(1)
+                )));
+            };
+            if skip_special && self.special.contains(s) {
+                continue;
+            }
+            tokens.push(s.to_string());
+        }
+        Ok(match &self.parts.decoder {
+            None => tokens.join(" "),
+            Some(steps) => {
+                for step in steps {
+                    tokens = step.apply(tokens);
+                }
+                tokens.concat()
+            }
+        })
+    }
+
+    pub fn decode_batch(&self, batch: &[Vec<u32>], skip_special: bool) -> Result<Vec<String>> {
+        batch.par_iter().map(|ids| self.decode(ids, skip_special)).collect()
+    }
+}
+
+/// Byte offsets into `text` → character offsets (what Python indexes strings by).
+pub fn char_offsets(text: &str, offsets: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    if text.is_ascii() {
+        return offsets.to_vec();
+    }
+    let mut byte_to_char = vec![0usize; text.len() + 1];
+    let mut n = 0;
+    for (i, c) in text.char_indices() {
+        for k in 0..c.len_utf8() {
+            byte_to_char[i + k] = n;
+        }
+        n += 1;
+    }
+    byte_to_char[text.len()] = n;
+    offsets
+        .iter()
+        .map(|&(a, b)| (byte_to_char[a.min(text.len())], byte_to_char[b.min(text.len())]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
