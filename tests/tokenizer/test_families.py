@@ -54,7 +54,11 @@ def _move_byte_tokens_to_model(spec: str) -> str:
 
 def sp_bpe(train: Path, style: str) -> str:
     tok = HFTokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    if style == "llama2":
+    if style == "llama2-sp-vocab":
+        # As SentencePiece trains: on whitespace-split words, so no token has "x\u2581" inside; the file
+        # then serves it Llama-2 style (alignfw merges such text word by word: the fast path).
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always", split=True)
+    elif style == "llama2":
         tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
     else:
         tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first", split=style == "metaspace-split")
@@ -66,7 +70,19 @@ def sp_bpe(train: Path, style: str) -> str:
     tok.decoder = decoders.Sequence(
         [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
-    return _move_byte_tokens_to_model(tok.to_str())
+    spec = _move_byte_tokens_to_model(tok.to_str())
+    if style == "llama2-sp-vocab":
+        data = json.loads(spec)
+        data["pre_tokenizer"] = None
+        data["normalizer"] = {
+            "type": "Sequence",
+            "normalizers": [
+                {"type": "Prepend", "prepend": "\u2581"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+            ],
+        }
+        spec = json.dumps(data)
+    return spec
 
 
 def unigram(train: Path, byte_fallback: bool) -> str:
@@ -92,6 +108,7 @@ FAMILIES = {
     "bert-cased": lambda t: bert(t, lowercase=False, strip_accents=None, bert_processing=True),
     "bert-cased-strip-accents": lambda t: bert(t, lowercase=False, strip_accents=True, bert_processing=False),
     "llama2-bpe": lambda t: sp_bpe(t, "llama2"),
+    "llama2-bpe-sp-vocab": lambda t: sp_bpe(t, "llama2-sp-vocab"),
     "mistral-bpe": lambda t: sp_bpe(t, "metaspace-first"),
     "metaspace-split-bpe": lambda t: sp_bpe(t, "metaspace-split"),
     "unigram": lambda t: unigram(t, byte_fallback=False),

@@ -454,14 +454,17 @@ fn parse_model(model: &Value) -> Result<(Model, Vec<Option<String>>)> {
             for id in byte_ids.iter().flatten() {
                 id_len[*id as usize] = u32::MAX;
             }
+            let ignore_merges = bool_field(model, "ignore_merges", false)?;
+            let splits_at_metaspace = CharBpe::vocab_splits_at_metaspace(&vocab, ignore_merges);
             Ok((
                 Model::Bpe(CharBpe {
+                    splits_at_metaspace,
                     vocab,
                     merges: map,
                     unk_id,
                     fuse_unk: bool_field(model, "fuse_unk", false)?,
                     byte_fallback: bool_field(model, "byte_fallback", false)?,
-                    ignore_merges: bool_field(model, "ignore_merges", false)?,
+                    ignore_merges,
                     byte_ids,
                     id_len,
                 }),

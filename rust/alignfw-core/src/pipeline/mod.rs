@@ -19,6 +19,8 @@ pub mod models;
 pub mod normalized;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -68,7 +70,15 @@ fn is_bert_whitespace(c: char) -> bool {
 }
 
 fn is_bert_control(c: char) -> bool {
-    !matches!(c, '\t' | '\n' | '\r') && c.is_other()
+    // ASCII's only "other" characters are the C0 controls and DEL (the tables' answer, without the search).
+    if c.is_ascii() {
+        return c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r');
+    }
+    c.is_other()
+}
+
+fn is_nonspacing_mark(c: char) -> bool {
+    !c.is_ascii() && c.is_mark_nonspacing()
 }
 
 fn is_chinese_char(c: char) -> bool {
@@ -108,7 +118,7 @@ impl Normalizer {
                     }
                     if *strip_accents {
                         n.nfd();
-                        n.filter(|c| !c.is_mark_nonspacing());
+                        n.filter(|c| !is_nonspacing_mark(c));
                     }
                     if *lowercase {
                         n.lowercase();
@@ -173,7 +183,11 @@ pub enum PreTokenizer {
 }
 
 fn is_bert_punc(c: char) -> bool {
-    c.is_ascii_punctuation() || c.is_punctuation()
+    // Unicode punctuation in ASCII is a subset of `is_ascii_punctuation`.
+    if c.is_ascii() {
+        return c.is_ascii_punctuation();
+    }
+    c.is_punctuation()
 }
 
 fn is_word_char(c: char) -> bool {
@@ -219,7 +233,125 @@ fn split_runs(n: &Normalized, class: impl Fn(char) -> Option<u8>, out: &mut Vec<
     }
 }
 
+/// Like [`split_chars`], on `range` of `text`, into byte ranges.
+fn split_chars_ranges(
+    text: &str,
+    range: (usize, usize),
+    is_delim: impl Fn(char) -> bool,
+    keep: bool,
+    out: &mut Vec<(usize, usize)>,
+) {
+    let (base, end) = range;
+    let mut start = base;
+    for (i, c) in text[base..end].char_indices() {
+        if is_delim(c) {
+            let i = base + i;
+            if start < i {
+                out.push((start, i));
+            }
+            if keep {
+                out.push((i, i + c.len_utf8()));
+            }
+            start = i + c.len_utf8();
+        }
+    }
+    if start < end {
+        out.push((start, end));
+    }
+}
+
+/// Like [`split_runs`], on `range` of `text`, into byte ranges.
+fn split_runs_ranges(
+    text: &str,
+    range: (usize, usize),
+    class: impl Fn(char) -> Option<u8>,
+    out: &mut Vec<(usize, usize)>,
+) {
+    let (base, end) = range;
+    let mut run: Option<(usize, u8)> = None;
+    for (i, c) in text[base..end].char_indices() {
+        let i = base + i;
+        let k = class(c);
+        match (run, k) {
+            (Some((_, a)), Some(b)) if a == b => {}
+            _ => {
+                if let Some((s, _)) = run {
+                    out.push((s, i));
+                }
+                run = k.map(|b| (i, b));
+            }
+        }
+    }
+    if let Some((s, _)) = run {
+        out.push((s, end));
+    }
+}
+
+fn whitespace_class(c: char) -> Option<u8> {
+    if is_word_char(c) {
+        Some(0)
+    } else if c.is_whitespace() {
+        None
+    } else {
+        Some(1)
+    }
+}
+
+/// Metaspace's edit of one piece: spaces become `replacement`, which is prepended as `scheme` says.
+fn metaspace_edit(n: &mut Normalized, replacement: char, scheme: PrependScheme) {
+    let mut rep = [0u8; 4];
+    let rep: &str = replacement.encode_utf8(&mut rep);
+    n.replace(" ", rep);
+    let prepend = match scheme {
+        PrependScheme::Always => true,
+        PrependScheme::First => n.whole_span().0 == 0,
+        PrependScheme::Never => false,
+    };
+    if prepend && !n.text.starts_with(replacement) {
+        n.prepend(rep);
+    }
+}
+
+/// Metaspace's split: each `replacement` starts a new word (Hugging Face's `MergedWithNext`).
+fn metaspace_split(text: &str, replacement: char, out: &mut Vec<(usize, usize)>) {
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if c == replacement && i > start {
+            out.push((start, i));
+            start = i;
+        }
+    }
+    if start < text.len() {
+        out.push((start, text.len()));
+    }
+}
+
 impl PreTokenizer {
+    /// Splits each range of `text` (steps that only split, without editing the text).
+    fn split_ranges(&self, text: &str, ranges: &[(usize, usize)], out: &mut Vec<(usize, usize)>) {
+        for &r in ranges {
+            match self {
+                PreTokenizer::Bert => {
+                    let mut words = Vec::new();
+                    split_chars_ranges(text, r, char::is_whitespace, false, &mut words);
+                    for &w in &words {
+                        split_chars_ranges(text, w, is_bert_punc, true, out);
+                    }
+                }
+                PreTokenizer::Punctuation => split_chars_ranges(text, r, is_bert_punc, true, out),
+                PreTokenizer::WhitespaceSplit => split_chars_ranges(text, r, char::is_whitespace, false, out),
+                PreTokenizer::Whitespace => split_runs_ranges(text, r, whitespace_class, out),
+                PreTokenizer::Digits {
+                    individual_digits: true,
+                } => split_chars_ranges(text, r, char::is_numeric, true, out),
+                PreTokenizer::Digits {
+                    individual_digits: false,
+                } => split_runs_ranges(text, r, |c| Some(u8::from(c.is_numeric())), out),
+                PreTokenizer::Metaspace { .. } => unreachable!("Metaspace edits the text"),
+            }
+        }
+    }
+
     fn apply(&self, pieces: Vec<Normalized>) -> Vec<Normalized> {
         let mut out = Vec::with_capacity(pieces.len() * 2);
         for n in pieces {
@@ -233,19 +365,7 @@ impl PreTokenizer {
                 }
                 PreTokenizer::Punctuation => split_chars(&n, is_bert_punc, true, &mut out),
                 PreTokenizer::WhitespaceSplit => split_chars(&n, char::is_whitespace, false, &mut out),
-                PreTokenizer::Whitespace => split_runs(
-                    &n,
-                    |c| {
-                        if is_word_char(c) {
-                            Some(0)
-                        } else if c.is_whitespace() {
-                            None
-                        } else {
-                            Some(1)
-                        }
-                    },
-                    &mut out,
-                ),
+                PreTokenizer::Whitespace => split_runs(&n, whitespace_class, &mut out),
                 PreTokenizer::Digits { individual_digits } => {
                     if *individual_digits {
                         split_chars(&n, char::is_numeric, true, &mut out)
@@ -259,29 +379,11 @@ impl PreTokenizer {
                     split,
                 } => {
                     let mut n = n;
-                    let mut rep = [0u8; 4];
-                    let rep: &str = replacement.encode_utf8(&mut rep);
-                    n.replace(" ", rep);
-                    let prepend = match prepend_scheme {
-                        PrependScheme::Always => true,
-                        PrependScheme::First => n.whole_span().0 == 0,
-                        PrependScheme::Never => false,
-                    };
-                    if prepend && !n.text.starts_with(*replacement) {
-                        n.prepend(rep);
-                    }
+                    metaspace_edit(&mut n, *replacement, *prepend_scheme);
                     if *split {
-                        // Each replacement character starts a new word (MergedWithNext).
-                        let mut start = 0;
-                        for (i, c) in n.text.char_indices() {
-                            if c == *replacement && i > start {
-                                out.push(n.slice(start, i));
-                                start = i;
-                            }
-                        }
-                        if start < n.text.len() {
-                            out.push(n.slice(start, n.text.len()));
-                        }
+                        let mut ranges = Vec::new();
+                        metaspace_split(&n.text, *replacement, &mut ranges);
+                        out.extend(ranges.into_iter().map(|(a, b)| n.slice(a, b)));
                     } else if !n.is_empty() {
                         out.push(n);
                     }
@@ -485,6 +587,9 @@ pub struct Tokenizer {
     special: FxHashSet<String>,
     json: String,
     family: &'static str,
+    uid: u64,
+    /// Every pre-tokenizer step only splits, but for a leading Metaspace: words can be byte ranges.
+    ranges_only: bool,
 }
 
 impl Tokenizer {
@@ -533,6 +638,12 @@ impl Tokenizer {
             Model::Bpe(_) => "BPE",
             Model::Unigram(_) => "Unigram",
         };
+        static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+        let ranges_only = parts
+            .pre_tokenizer
+            .iter()
+            .skip(1)
+            .all(|p| !matches!(p, PreTokenizer::Metaspace { .. }));
         Ok(Tokenizer {
             parts,
             added,
@@ -541,6 +652,8 @@ impl Tokenizer {
             special,
             json,
             family,
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            ranges_only,
         })
     }
 
@@ -653,24 +766,116 @@ impl Tokenizer {
         if n.is_empty() {
             return Ok(());
         }
-        let mut words = vec![n];
-        for step in &self.parts.pre_tokenizer {
-            words = step.apply(words);
-        }
-        let mut toks: Vec<Tok> = Vec::new();
-        let (mut ids, mut lens) = (Vec::new(), Vec::new());
-        for w in &words {
-            toks.clear();
-            match &self.parts.model {
-                Model::WordPiece(m) => m.tokenize(&w.text, &mut toks),
-                Model::Bpe(m) => m.tokenize(&w.text, &mut toks, &mut ids, &mut lens),
-                Model::Unigram(m) => m.tokenize(&w.text, &mut toks)?,
+        with_cache(self.uid, |cache| {
+            let WordCache { ranges, next, toks, .. } = cache;
+            let (mut ranges, mut next, mut toks) = (std::mem::take(ranges), std::mem::take(next), std::mem::take(toks));
+            let result = self.encode_normalized_with(n, enc, cache, &mut ranges, &mut next, &mut toks);
+            (cache.ranges, cache.next, cache.toks) = (ranges, next, toks);
+            result
+        })
+    }
+
+    fn encode_normalized_with(
+        &self,
+        mut n: Normalized,
+        enc: &mut Encoding,
+        cache: &mut WordCache,
+        ranges: &mut Vec<(usize, usize)>,
+        next: &mut Vec<(usize, usize)>,
+        toks: &mut Vec<Tok>,
+    ) -> Result<()> {
+        let steps = self.parts.pre_tokenizer.as_slice();
+        if !self.ranges_only {
+            // General path: a Metaspace after other steps edits each piece on its own.
+            let mut words = vec![n];
+            for step in steps {
+                words = step.apply(words);
             }
-            for &(id, s, e) in &toks {
-                let (a, b) = w.span(s, e);
+            for w in &words {
+                toks.clear();
+                self.encode_word(&w.text, cache, toks)?;
+                for &(id, s, e) in toks.iter() {
+                    let (a, b) = w.span(s, e);
+                    enc.ids.push(id);
+                    enc.offsets.push((a as usize, b as usize));
+                }
+            }
+            return Ok(());
+        }
+        // Fast path: words are byte ranges of one normalized string (no copy per word).
+        ranges.clear();
+        let mut rest = steps;
+        match rest.first() {
+            Some(PreTokenizer::Metaspace {
+                replacement,
+                prepend_scheme,
+                split,
+            }) => {
+                metaspace_edit(&mut n, *replacement, *prepend_scheme);
+                if *split {
+                    metaspace_split(&n.text, *replacement, ranges);
+                } else if !n.is_empty() {
+                    ranges.push((0, n.text.len()));
+                }
+                rest = &rest[1..];
+            }
+            _ => ranges.push((0, n.text.len())),
+        }
+        for step in rest {
+            next.clear();
+            step.split_ranges(&n.text, ranges, next);
+            std::mem::swap(ranges, next);
+        }
+        if let Model::Bpe(m) = &self.parts.model {
+            if m.splits_at_metaspace {
+                next.clear();
+                for &r in ranges.iter() {
+                    m.pieces(&n.text, r, &mut |p| next.push(p));
+                }
+                std::mem::swap(ranges, next);
+            }
+        }
+        for &(ws, we) in ranges.iter() {
+            toks.clear();
+            self.encode_word(&n.text[ws..we], cache, toks)?;
+            for &(id, s, e) in toks.iter() {
+                let (a, b) = n.span(ws + s, ws + e);
                 enc.ids.push(id);
                 enc.offsets.push((a as usize, b as usize));
             }
+        }
+        Ok(())
+    }
+
+    /// The model's tokens of one word, through the per-thread word cache.
+    fn encode_word(&self, word: &str, cache: &mut WordCache, out: &mut Vec<Tok>) -> Result<()> {
+        let cacheable = word.len() <= MAX_CACHED_WORD;
+        if cacheable {
+            if let Some(&(start, len)) = cache.map.get(word) {
+                out.extend(
+                    cache.arena[start as usize..(start + len) as usize]
+                        .iter()
+                        .map(|&(id, s, e)| (id, s as usize, e as usize)),
+                );
+                return Ok(());
+            }
+        }
+        let mark = out.len();
+        match &self.parts.model {
+            Model::WordPiece(m) => m.tokenize(word, out),
+            Model::Bpe(m) => m.tokenize(word, out, &mut cache.ids, &mut cache.lens),
+            Model::Unigram(m) => m.tokenize(word, out)?,
+        }
+        if cacheable {
+            if cache.map.len() >= MAX_CACHED_WORDS {
+                cache.map.clear();
+                cache.arena.clear();
+            }
+            let start = cache.arena.len() as u32;
+            cache
+                .arena
+                .extend(out[mark..].iter().map(|&(id, s, e)| (id, s as u32, e as u32)));
+            cache.map.insert(word.into(), (start, (out.len() - mark) as u32));
         }
         Ok(())
     }
@@ -723,6 +928,52 @@ impl Tokenizer {
     pub fn decode_batch(&self, batch: &[Vec<u32>], skip_special: bool) -> Result<Vec<String>> {
         batch.par_iter().map(|ids| self.decode(ids, skip_special)).collect()
     }
+}
+
+// --------------------------------------------------------------------------------------------------
+// Per-thread word cache
+
+/// Words longer than this are not cached.
+const MAX_CACHED_WORD: usize = 64;
+/// The cache is cleared when it holds this many words (bounding memory per thread and tokenizer).
+const MAX_CACHED_WORDS: usize = 1 << 17;
+/// Caches kept per thread (one per recently used tokenizer).
+const MAX_CACHES_PER_THREAD: usize = 4;
+
+/// Word → tokens (id, start, end within the word), plus scratch buffers reused across calls.
+#[derive(Default)]
+struct WordCache {
+    map: FxHashMap<Box<str>, (u32, u32)>,
+    arena: Vec<(u32, u32, u32)>,
+    ranges: Vec<(usize, usize)>,
+    next: Vec<(usize, usize)>,
+    toks: Vec<Tok>,
+    ids: Vec<u32>,
+    lens: Vec<u32>,
+}
+
+thread_local! {
+    static CACHES: RefCell<Vec<(u64, WordCache)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's cache for tokenizer `uid`.
+fn with_cache<R>(uid: u64, f: impl FnOnce(&mut WordCache) -> R) -> R {
+    CACHES.with(|cell| {
+        let Ok(mut caches) = cell.try_borrow_mut() else {
+            return f(&mut WordCache::default());
+        };
+        let i = match caches.iter().position(|(u, _)| *u == uid) {
+            Some(i) => i,
+            None => {
+                if caches.len() >= MAX_CACHES_PER_THREAD {
+                    caches.remove(0);
+                }
+                caches.push((uid, WordCache::default()));
+                caches.len() - 1
+            }
+        };
+        f(&mut caches[i].1)
+    })
 }
 
 /// Byte offsets into `text` → character offsets (what Python indexes strings by).

@@ -73,6 +73,53 @@ pub struct CharBpe {
     pub byte_ids: [Option<u32>; 256],
     /// Byte length of each id's spelling (`u32::MAX` for byte tokens and holes).
     pub id_len: Vec<u32>,
+    /// No token has a character other than `▁` followed by `▁`, `▁` is a token, and whole-word lookup
+    /// (`ignore_merges`) is off: then no merge can cross the point before a `▁` that follows another
+    /// character, and a word can be merged piece by piece with the same result (SentencePiece
+    /// vocabularies, trained on whitespace-split text, have this property).
+    pub splits_at_metaspace: bool,
+}
+
+/// The Metaspace character SentencePiece vocabularies use for spaces.
+pub const METASPACE: char = '\u{2581}';
+
+impl CharBpe {
+    /// Whether `vocab` allows [`CharBpe::splits_at_metaspace`].
+    pub fn vocab_splits_at_metaspace(vocab: &FxHashMap<String, u32>, ignore_merges: bool) -> bool {
+        let mut buf = [0u8; 4];
+        !ignore_merges
+            && vocab.contains_key(METASPACE.encode_utf8(&mut buf) as &str)
+            && vocab.keys().all(|t| {
+                let mut prev: Option<char> = None;
+                t.chars().all(|c| {
+                    let ok = !(c == METASPACE && prev.is_some_and(|p| p != METASPACE));
+                    prev = Some(c);
+                    ok
+                })
+            })
+    }
+
+    /// Calls `f` on each piece of `range` of `text` that can be merged on its own: the range is cut
+    /// before each `▁` that follows another character (when the vocabulary allows it).
+    pub fn pieces(&self, text: &str, range: (usize, usize), f: &mut dyn FnMut((usize, usize))) {
+        if !self.splits_at_metaspace {
+            return f(range);
+        }
+        let (base, end) = range;
+        let mut start = base;
+        let mut prev_meta = true;
+        for (i, c) in text[base..end].char_indices() {
+            let is_meta = c == METASPACE;
+            if is_meta && !prev_meta && base + i > start {
+                f((start, base + i));
+                start = base + i;
+            }
+            prev_meta = is_meta;
+        }
+        if start < end {
+            f((start, end));
+        }
+    }
 }
 
 impl CharBpe {
@@ -339,6 +386,33 @@ mod tests {
         out.clear();
         wp.tokenize("aaaaaaaaaaa", &mut out);
         assert_eq!(out, vec![(0, 0, 11)]);
+    }
+
+    #[test]
+    fn metaspace_pieces_only_where_the_vocabulary_allows() {
+        let sp = vocab(&["\u{2581}", "\u{2581}a", "b", "\u{2581}\u{2581}"]);
+        assert!(CharBpe::vocab_splits_at_metaspace(&sp, false));
+        assert!(!CharBpe::vocab_splits_at_metaspace(&sp, true));
+        assert!(!CharBpe::vocab_splits_at_metaspace(
+            &vocab(&["\u{2581}", "a\u{2581}"]),
+            false
+        ));
+        assert!(!CharBpe::vocab_splits_at_metaspace(&vocab(&["a"]), false));
+        let m = CharBpe {
+            vocab: sp,
+            merges: MergeMap::default(),
+            unk_id: None,
+            fuse_unk: false,
+            byte_fallback: false,
+            ignore_merges: false,
+            byte_ids: [None; 256],
+            id_len: Vec::new(),
+            splits_at_metaspace: true,
+        };
+        let text = "\u{2581}ab\u{2581}\u{2581}c\u{2581}";
+        let mut pieces = Vec::new();
+        m.pieces(text, (0, text.len()), &mut |p| pieces.push(&text[p.0..p.1]));
+        assert_eq!(pieces, vec!["\u{2581}ab", "\u{2581}\u{2581}c", "\u{2581}"]);
     }
 
     #[test]

@@ -13,25 +13,42 @@ use unicode_normalization_alignments::UnicodeNormalization;
 /// `(start, end)` byte range in the original text.
 pub type Span = (u32, u32);
 
+/// The string and, per byte, where it came from. Until the first edit that moves bytes around, the
+/// alignment is the identity (`align` is empty and byte `i` came from byte `base + i`), which spares
+/// the per-byte table for text that normalization leaves alone or changes byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normalized {
     pub text: String,
-    /// One span per byte of `text`.
-    pub align: Vec<Span>,
+    /// One span per byte of `text`, or empty while the alignment is the identity.
+    align: Vec<Span>,
+    identity: bool,
+    base: u32,
 }
 
 impl Normalized {
     /// `text` as it is, found at byte `base` of the original text.
     pub fn new(text: &str, base: usize) -> Self {
-        let mut align = Vec::with_capacity(text.len());
-        for (i, c) in text.char_indices() {
+        Normalized {
+            text: text.to_string(),
+            align: Vec::new(),
+            identity: true,
+            base: base as u32,
+        }
+    }
+
+    /// Builds the per-byte table of an identity alignment.
+    fn materialize(&mut self) {
+        if !self.identity {
+            return;
+        }
+        let base = self.base as usize;
+        let mut align = Vec::with_capacity(self.text.len());
+        for (i, c) in self.text.char_indices() {
             let span = ((base + i) as u32, (base + i + c.len_utf8()) as u32);
             align.extend(std::iter::repeat_n(span, c.len_utf8()));
         }
-        Normalized {
-            text: text.to_string(),
-            align,
-        }
+        self.align = align;
+        self.identity = false;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -40,6 +57,17 @@ impl Normalized {
 
     /// The original span of normalized bytes `start..end` (empty ranges map to an empty span).
     pub fn span(&self, start: usize, end: usize) -> Span {
+        if self.identity {
+            // A byte inside a character (a byte-fallback token) stands for the whole character.
+            let (mut s, mut e) = (start.min(self.text.len()), end.max(start).min(self.text.len()));
+            while !self.text.is_char_boundary(s) {
+                s -= 1;
+            }
+            while !self.text.is_char_boundary(e) {
+                e += 1;
+            }
+            return (self.base + s as u32, self.base + e as u32);
+        }
         if start >= end {
             let at = self
                 .align
@@ -60,13 +88,20 @@ impl Normalized {
     pub fn slice(&self, start: usize, end: usize) -> Normalized {
         Normalized {
             text: self.text[start..end].to_string(),
-            align: self.align[start..end].to_vec(),
+            align: if self.identity {
+                Vec::new()
+            } else {
+                self.align[start..end].to_vec()
+            },
+            identity: self.identity,
+            base: self.base + start as u32,
         }
     }
 
     /// Applies a `(char, change)` stream (see the module docs); the first `skip` characters are
     /// removed before it starts.
     pub fn transform(&mut self, dest: impl IntoIterator<Item = (char, isize)>, skip: usize) {
+        self.materialize();
         let old = std::mem::take(&mut self.text);
         let old_align = std::mem::take(&mut self.align);
         let mut chars = old.chars();
@@ -102,6 +137,11 @@ impl Normalized {
     /// Maps each character to one character.
     pub fn map(&mut self, f: impl Fn(char) -> char) {
         if self.text.chars().all(|c| f(c) == c) {
+            return;
+        }
+        if self.text.chars().all(|c| f(c).len_utf8() == c.len_utf8()) {
+            // Same length for every character: bytes stay where they were, and so does the alignment.
+            self.text = self.text.chars().map(&f).collect();
             return;
         }
         let dest: Vec<(char, isize)> = self.text.chars().map(|c| (f(c), 0)).collect();
@@ -147,6 +187,11 @@ impl Normalized {
     }
 
     pub fn lowercase(&mut self) {
+        if self.text.is_ascii() {
+            // Byte for byte: the alignment does not move.
+            self.text.make_ascii_lowercase();
+            return;
+        }
         let unchanged = |c: char| {
             let mut l = c.to_lowercase();
             l.next() == Some(c) && l.next().is_none()
@@ -168,6 +213,9 @@ impl Normalized {
     }
 
     pub fn nfkd(&mut self) {
+        if self.text.is_ascii() {
+            return;
+        }
         let dest: Vec<(char, isize)> = self.text.nfkd().collect();
         self.transform(dest, 0);
     }
@@ -183,6 +231,11 @@ impl Normalized {
     }
 
     pub fn nfkc(&mut self) {
+        if unicode_normalization_alignments::is_nfkc_quick(self.text.chars())
+            == unicode_normalization_alignments::IsNormalized::Yes
+        {
+            return;
+        }
         let dest: Vec<(char, isize)> = self.text.nfkc().collect();
         self.transform(dest, 0);
     }
@@ -193,6 +246,7 @@ impl Normalized {
         let Some(first) = self.text.chars().next() else {
             return;
         };
+        self.materialize();
         let span = self.align[0];
         let n = first.len_utf8();
         let mut text = String::with_capacity(self.text.len() + s.len());
@@ -207,6 +261,7 @@ impl Normalized {
 
     /// Appends `s`; its bytes take the last character's alignment.
     pub fn append(&mut self, s: &str) {
+        self.materialize();
         let span = self.align.last().copied().unwrap_or((0, 0));
         self.text.push_str(s);
         self.align.extend(std::iter::repeat_n(span, s.len()));
@@ -218,6 +273,7 @@ impl Normalized {
         if pattern.is_empty() || !self.text.contains(pattern) {
             return;
         }
+        self.materialize();
         let mut text = String::with_capacity(self.text.len());
         let mut align = Vec::with_capacity(self.align.len());
         let mut last = 0;
@@ -269,6 +325,15 @@ mod tests {
         // 'e' came from 'é' (bytes 3..5).
         assert_eq!(n.span(3, 4), (3, 5));
         assert_eq!(n.span(5, 6), (6, 7));
+    }
+
+    #[test]
+    fn bytes_inside_a_character_map_to_the_whole_character() {
+        let mut n = Normalized::new("a\u{80}", 5);
+        assert_eq!(n.span(1, 2), (6, 8));
+        assert_eq!(n.span(2, 3), (6, 8));
+        n.prepend("x"); // the per-byte table gives the same answer
+        assert_eq!(n.span(2, 3), (6, 8));
     }
 
     #[test]
