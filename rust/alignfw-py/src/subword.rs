@@ -67,7 +67,7 @@ impl SubwordTokenizer {
         let text = Text::extract(text)?;
         let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        py.detach(|| t.encode(text.as_str()?, &allowed, add_special_tokens).map(|e| e.ids))
+        py.detach(|| t.encode_ids(text.as_str()?, &allowed, add_special_tokens))
             .map_err(to_pyerr)
     }
 
@@ -107,7 +107,7 @@ impl SubwordTokenizer {
         let batch = py
             .detach(|| {
                 let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
-                t.encode_batch(&strs, &allowed, add_special_tokens, num_threads)
+                t.encode_batch(&strs, &allowed, add_special_tokens, false, num_threads)
             })
             .map_err(to_pyerr)?;
         let _paused = GcPause::new(py);
@@ -134,7 +134,7 @@ impl SubwordTokenizer {
         let (ids, offsets) = py
             .detach(|| -> Result<(Vec<u32>, Vec<i64>), Error> {
                 let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
-                let batch = t.encode_batch(&strs, &allowed, add_special_tokens, num_threads)?;
+                let batch = t.encode_batch(&strs, &allowed, add_special_tokens, false, num_threads)?;
                 let mut offsets = Vec::with_capacity(batch.len() + 1);
                 offsets.push(0i64);
                 let mut ids = Vec::with_capacity(batch.iter().map(|e| e.ids.len()).sum());

@@ -304,7 +304,7 @@ fn metaspace_edit(n: &mut Normalized, replacement: char, scheme: PrependScheme) 
     n.replace(" ", rep);
     let prepend = match scheme {
         PrependScheme::Always => true,
-        PrependScheme::First => n.whole_span().0 == 0,
+        PrependScheme::First => n.origin == 0,
         PrependScheme::Never => false,
     };
     if prepend && !n.text.starts_with(replacement) {
@@ -590,6 +590,9 @@ pub struct Tokenizer {
     uid: u64,
     /// Every pre-tokenizer step only splits, but for a leading Metaspace: words can be byte ranges.
     ranges_only: bool,
+    /// Encoding without offsets may skip the alignment: no Metaspace with `prepend_scheme="first"`
+    /// ever sees a slice (whose original start only the alignment knows).
+    untracked_ok: bool,
 }
 
 impl Tokenizer {
@@ -644,6 +647,19 @@ impl Tokenizer {
             .iter()
             .skip(1)
             .all(|p| !matches!(p, PreTokenizer::Metaspace { .. }));
+        let first_scheme = |p: &PreTokenizer| {
+            matches!(
+                p,
+                PreTokenizer::Metaspace {
+                    prepend_scheme: PrependScheme::First,
+                    ..
+                }
+            )
+        };
+        let untracked_ok = !parts.pre_tokenizer.iter().any(first_scheme)
+            || (ranges_only
+                && parts.pre_tokenizer.iter().skip(1).all(|p| !first_scheme(p))
+                && parts.added.iter().all(|t| !t.normalized));
         Ok(Tokenizer {
             parts,
             added,
@@ -654,6 +670,7 @@ impl Tokenizer {
             family,
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             ranges_only,
+            untracked_ok,
         })
     }
 
@@ -702,10 +719,23 @@ impl Tokenizer {
     /// Equals Hugging Face `encode(text, add_special_tokens=...)` when every special token is allowed.
     pub fn encode(&self, text: &str, allowed: &AllowedSpecial, add_special_tokens: bool) -> Result<Encoding> {
         let splitter = self.splitter(allowed)?;
-        self.encode_with(text, &splitter, add_special_tokens)
+        self.encode_with(text, &splitter, add_special_tokens, true)
     }
 
-    fn encode_with(&self, text: &str, splitter: &Splitter, add_special_tokens: bool) -> Result<Encoding> {
+    /// The ids of [`Tokenizer::encode`] alone (no alignment is tracked: faster).
+    pub fn encode_ids(&self, text: &str, allowed: &AllowedSpecial, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let splitter = self.splitter(allowed)?;
+        Ok(self.encode_with(text, &splitter, add_special_tokens, false)?.ids)
+    }
+
+    /// With `offsets == false` the returned offsets are meaningless.
+    fn encode_with(
+        &self,
+        text: &str,
+        splitter: &Splitter,
+        add_special_tokens: bool,
+        offsets: bool,
+    ) -> Result<Encoding> {
         let mut enc = Encoding::default();
         if add_special_tokens {
             for &id in &self.parts.template.before {
@@ -720,7 +750,11 @@ impl Tokenizer {
                 enc.offsets.push((r.start, r.end));
             }
             Piece::Text(r) if result.is_ok() => {
-                let mut n = Normalized::new(&text[r.clone()], r.start);
+                let mut n = if offsets || !self.untracked_ok {
+                    Normalized::new(&text[r.clone()], r.start)
+                } else {
+                    Normalized::untracked(&text[r.clone()], r.start)
+                };
                 self.parts.normalizer.apply(&mut n);
                 match &splitter.normalized {
                     None => result = self.encode_normalized(n, &mut enc),
@@ -881,16 +915,18 @@ impl Tokenizer {
     }
 
     /// Encodes many texts in parallel on `num_threads` threads (rayon's global pool when `None`).
+    /// Offsets are computed only with `offsets` (else they are meaningless).
     pub fn encode_batch<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
         allowed: &AllowedSpecial,
         add_special_tokens: bool,
+        offsets: bool,
         num_threads: Option<usize>,
     ) -> Result<Vec<Encoding>> {
         let splitter = self.splitter(allowed)?;
         let splitter = splitter.as_ref();
-        let one = |t: &S| self.encode_with(t.as_ref(), splitter, add_special_tokens);
+        let one = |t: &S| self.encode_with(t.as_ref(), splitter, add_special_tokens, offsets);
         match num_threads {
             Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
             Some(1) => texts.iter().map(one).collect(),

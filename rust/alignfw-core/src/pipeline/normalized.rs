@@ -22,7 +22,12 @@ pub struct Normalized {
     /// One span per byte of `text`, or empty while the alignment is the identity.
     align: Vec<Span>,
     identity: bool,
+    /// Offsets are not wanted: edits touch the text only, and spans are meaningless.
+    untracked: bool,
     base: u32,
+    /// Where this string starts in the original text, as Hugging Face's `offsets_original().0` (the
+    /// start of the original range it was made or sliced from; `u32::MAX` when unknown, untracked).
+    pub origin: u32,
 }
 
 impl Normalized {
@@ -32,7 +37,17 @@ impl Normalized {
             text: text.to_string(),
             align: Vec::new(),
             identity: true,
+            untracked: false,
             base: base as u32,
+            origin: base as u32,
+        }
+    }
+
+    /// `text`, found at byte `base`, for an encode that reports no offsets: no alignment is kept.
+    pub fn untracked(text: &str, base: usize) -> Self {
+        Normalized {
+            untracked: true,
+            ..Normalized::new(text, base)
         }
     }
 
@@ -57,6 +72,9 @@ impl Normalized {
 
     /// The original span of normalized bytes `start..end` (empty ranges map to an empty span).
     pub fn span(&self, start: usize, end: usize) -> Span {
+        if self.untracked {
+            return (0, 0);
+        }
         if self.identity {
             // A byte inside a character (a byte-fallback token) stands for the whole character.
             let (mut s, mut e) = (start.min(self.text.len()), end.max(start).min(self.text.len()));
@@ -94,13 +112,23 @@ impl Normalized {
                 self.align[start..end].to_vec()
             },
             identity: self.identity,
+            untracked: self.untracked,
             base: self.base + start as u32,
+            origin: if self.untracked {
+                u32::MAX
+            } else {
+                self.span(start, end).0
+            },
         }
     }
 
     /// Applies a `(char, change)` stream (see the module docs); the first `skip` characters are
     /// removed before it starts.
     pub fn transform(&mut self, dest: impl IntoIterator<Item = (char, isize)>, skip: usize) {
+        if self.untracked {
+            self.text = dest.into_iter().map(|(c, _)| c).collect();
+            return;
+        }
         self.materialize();
         let old = std::mem::take(&mut self.text);
         let old_align = std::mem::take(&mut self.align);
@@ -246,6 +274,10 @@ impl Normalized {
         let Some(first) = self.text.chars().next() else {
             return;
         };
+        if self.untracked {
+            self.text.insert_str(0, s);
+            return;
+        }
         self.materialize();
         let span = self.align[0];
         let n = first.len_utf8();
@@ -261,6 +293,10 @@ impl Normalized {
 
     /// Appends `s`; its bytes take the last character's alignment.
     pub fn append(&mut self, s: &str) {
+        if self.untracked {
+            self.text.push_str(s);
+            return;
+        }
         self.materialize();
         let span = self.align.last().copied().unwrap_or((0, 0));
         self.text.push_str(s);
@@ -271,6 +307,10 @@ impl Normalized {
     /// bytes take the alignment of the last byte of what they replace.
     pub fn replace(&mut self, pattern: &str, content: &str) {
         if pattern.is_empty() || !self.text.contains(pattern) {
+            return;
+        }
+        if self.untracked {
+            self.text = self.text.replace(pattern, content);
             return;
         }
         self.materialize();

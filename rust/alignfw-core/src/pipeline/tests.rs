@@ -31,6 +31,7 @@ fn wordpiece_ids_offsets_and_template() {
     let text = "Café UNAFFABLE!中";
     let e = t.encode(text, &AllowedSpecial::All, true).unwrap();
     assert_eq!(e.ids, vec![2, 4, 5, 6, 7, 8, 9, 3]);
+    assert_eq!(t.encode_ids(text, &AllowedSpecial::All, true).unwrap(), e.ids);
     // 'Café' is bytes 0..5 (é is two bytes); the template tokens have empty offsets.
     assert_eq!(
         e.offsets,
@@ -92,6 +93,7 @@ fn sentencepiece_bpe_byte_fallback_and_decoder() {
     let text = "ab é";
     let e = t.encode(text, &AllowedSpecial::All, true).unwrap();
     assert_eq!(e.ids, vec![1, 8, 4, 2, 3]);
+    assert_eq!(t.encode_ids(text, &AllowedSpecial::All, true).unwrap(), e.ids);
     assert_eq!(e.offsets, vec![(0, 0), (0, 2), (2, 3), (3, 5), (3, 5)]);
     assert_eq!(t.decode(&e.ids, true).unwrap(), "ab é");
     // An unknown character without byte tokens is one fused <unk>.
