@@ -427,12 +427,32 @@ impl Tokenizer {
             return;
         }
         let key = short_key(piece);
+        if let Some(k) = key {
+            // First level: a direct-mapped table small enough to stay in L2, with one- and two-id
+            // results stored inline (the frequent pieces of natural text hit here).
+            let slot = &cache.hot[hot_index(k)];
+            if slot.0 == k {
+                match slot.1 >> 62 {
+                    1 => out.push(slot.1 as u32),
+                    2 => out.extend_from_slice(&[(slot.1 >> 31) as u32 & HOT_ID_MASK, slot.1 as u32 & HOT_ID_MASK]),
+                    _ => {
+                        let (start, len) = ((slot.1 >> 32) as u32 & 0x3fff_ffff, slot.1 as u32);
+                        out.extend_from_slice(&cache.arena[start as usize..(start + len) as usize]);
+                    }
+                }
+                return;
+            }
+        }
         let hit = match key {
             Some(k) => cache.short.get(&k),
             None => cache.long.get(piece),
         };
         if let Some(&(start, len)) = hit {
-            out.extend_from_slice(&cache.arena[start as usize..(start + len) as usize]);
+            let ids = &cache.arena[start as usize..(start + len) as usize];
+            out.extend_from_slice(ids);
+            if let Some(k) = key {
+                cache.hot[hot_index(k)] = (k, hot_value(ids, start));
+            }
             return;
         }
         self.merge_piece(piece, &mut cache.scratch_ids, &mut cache.scratch_pairs);
@@ -440,11 +460,17 @@ impl Tokenizer {
         if cache.short.len() + cache.long.len() >= MAX_CACHE_ENTRIES || cache.arena.len() >= MAX_CACHE_IDS {
             cache.clear();
         }
-        let slot = (cache.arena.len() as u32, cache.scratch_ids.len() as u32);
+        let start = cache.arena.len() as u32;
+        let slot = (start, cache.scratch_ids.len() as u32);
         cache.arena.extend_from_slice(&cache.scratch_ids);
         match key {
-            Some(k) => cache.short.insert(k, slot),
-            None => cache.long.insert(piece.into(), slot),
+            Some(k) => {
+                cache.short.insert(k, slot);
+                cache.hot[hot_index(k)] = (k, hot_value(&cache.scratch_ids, start));
+            }
+            None => {
+                cache.long.insert(piece.into(), slot);
+            }
         };
     }
 
@@ -587,10 +613,32 @@ const MAX_CACHE_IDS: usize = 1 << 20;
 /// Caches kept per thread (one per recently used tokenizer).
 const MAX_CACHES_PER_THREAD: usize = 4;
 
+/// Slots of the first-level cache (16 Ki × 32 bytes = 512 KiB).
+const HOT_BITS: u32 = 14;
+/// Ids stored inline in a first-level slot use 31 bits.
+const HOT_ID_MASK: u32 = 0x7fff_ffff;
+
+#[inline(always)]
+fn hot_index(k: u128) -> usize {
+    let h = ((k as u64) ^ ((k >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> (64 - HOT_BITS)) as usize
+}
+
+/// A first-level slot's value: tag 1 = one id inline, 2 = two ids inline, 3 = `(arena start, len)`.
+#[inline(always)]
+fn hot_value(ids: &[u32], start: u32) -> u64 {
+    match ids {
+        [a] => (1 << 62) | *a as u64,
+        [a, b] if *a <= HOT_ID_MASK && *b <= HOT_ID_MASK => (2 << 62) | ((*a as u64) << 31) | *b as u64,
+        _ => (3 << 62) | ((start as u64) << 32) | ids.len() as u64,
+    }
+}
+
 /// Piece → ids. Pieces of up to 15 bytes (nearly all) are keyed inline by a `u128`, so a lookup
-/// touches no key allocation; ids live in one arena.
-#[derive(Default)]
+/// touches no key allocation; ids live in one arena. In front of the map, a direct-mapped table
+/// (`hot`, key 0 = empty: a real key's last byte is its non-zero length) answers most lookups from L2.
 struct PieceCache {
+    hot: Box<[(u128, u64)]>,
     short: FxHashMap<u128, (u32, u32)>,
     long: FxHashMap<Box<[u8]>, (u32, u32)>,
     arena: Vec<u32>,
@@ -598,8 +646,22 @@ struct PieceCache {
     scratch_pairs: Vec<(u32, u32)>,
 }
 
+impl Default for PieceCache {
+    fn default() -> Self {
+        PieceCache {
+            hot: vec![(0u128, 0u64); 1 << HOT_BITS].into_boxed_slice(),
+            short: FxHashMap::default(),
+            long: FxHashMap::default(),
+            arena: Vec::new(),
+            scratch_ids: Vec::new(),
+            scratch_pairs: Vec::new(),
+        }
+    }
+}
+
 impl PieceCache {
     fn clear(&mut self) {
+        self.hot.fill((0, 0));
         self.short.clear();
         self.long.clear();
         self.arena.clear();
