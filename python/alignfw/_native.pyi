@@ -81,6 +81,9 @@ class BpeTokenizer:
         pattern: str = "gpt2",
     ) -> BpeTokenizer: ...
     def encode(self, text: str | bytes, allowed_special: str | Iterable[str] | None = None) -> list[int]: ...
+    def encode_with_offsets(
+        self, text: str | bytes, allowed_special: str | Iterable[str] | None = None
+    ) -> tuple[list[int], list[tuple[int, int]]]: ...
     def encode_batch(
         self,
         texts: Sequence[str | bytes],

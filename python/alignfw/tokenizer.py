@@ -295,14 +295,20 @@ class Tokenizer:
     ) -> tuple[list[int], list[tuple[int, int]]]:
         """Like :meth:`encode`, with each token's ``(start, end)`` character offsets in ``text``.
 
-        Offsets equal Hugging Face's ``Encoding.offsets``; template tokens get ``(0, 0)``.
-
-        Raises:
-            TokenizerError: For byte-level BPE (offsets are not implemented there yet).
+        Offsets equal Hugging Face's ``Encoding.offsets``: a token that starts or ends inside a
+        character (byte-level and byte-fallback tokens) covers the whole character; template tokens
+        get ``(0, 0)``.
         """
         native = self._native
         if isinstance(native, BpeTokenizer):
-            raise TokenizerError("encode_with_offsets is not implemented for byte-level BPE yet")
+            ids, offsets = native.encode_with_offsets(text, _allowed(allowed_special))
+            if add_special_tokens:
+                if self._template_ids is None:
+                    self._template_ids = _template(native.to_json())
+                before, after = self._template_ids
+                ids = [*before, *ids, *after]
+                offsets = [(0, 0)] * len(before) + offsets + [(0, 0)] * len(after)
+            return ids, offsets
         return native.encode_with_offsets(text, _allowed(allowed_special), add_special_tokens)
 
     def encode_batch(

@@ -21,6 +21,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BpeTokenizer>()
 }
 
+/// `(ids, character offsets)` of [`BpeTokenizer::encode_with_offsets`].
+type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// `(ids, offsets)` of [`BpeTokenizer::encode_batch_flat`].
 type FlatIds<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>);
 
@@ -263,6 +266,25 @@ impl BpeTokenizer {
         let t = &self.inner;
         let ids = py.detach(|| t.encode(text.as_str()?, &allowed)).map_err(to_pyerr)?;
         self.id_list(py, &ids)
+    }
+
+    /// Encodes one text to `(ids, offsets)`, offsets being `(start, end)` character positions.
+    #[pyo3(signature = (text, allowed_special = None))]
+    fn encode_with_offsets<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<IdsOffsets> {
+        let text = Text::extract(text)?;
+        let allowed = parse_allowed(allowed_special)?;
+        let t = &self.inner;
+        py.detach(|| {
+            let s = text.as_str()?;
+            let (ids, offsets) = t.encode_with_offsets(s, &allowed)?;
+            Ok((ids, alignfw_core::pipeline::char_offsets(s, &offsets)))
+        })
+        .map_err(to_pyerr)
     }
 
     /// Encodes many texts in parallel (rayon's pool, or a pool of `num_threads`).

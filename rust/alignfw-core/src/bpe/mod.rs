@@ -36,6 +36,7 @@ pub use self::train::TrainerConfig;
 pub use crate::added::{AddedToken, AllowedSpecial};
 use crate::added::{AddedVocab, Piece, Splitter};
 use crate::error::{Error, Result};
+use crate::pipeline::normalized::Normalized;
 
 /// One step of the pre-tokenizer, in Hugging Face's terms.
 #[derive(Debug, Clone)]
@@ -78,6 +79,9 @@ pub struct Parts {
 
 const NO_ID: u32 = u32::MAX;
 
+/// Ids and their `(start, end)` byte offsets.
+pub type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// A byte-level BPE tokenizer. Immutable once built, `Send + Sync`, cheap to share behind an `Arc`.
 pub struct Tokenizer {
     uid: u64,
@@ -98,6 +102,8 @@ pub struct Tokenizer {
     added: AddedVocab,
     /// The whole pre-tokenizer is one regex split with no prefix space: the fast path.
     single_split: Option<Pattern>,
+    /// `Some(add_prefix_space)` when offsets are trimmed (a `ByteLevel` post-processor says so).
+    trim_offsets: Option<bool>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -230,6 +236,7 @@ impl Tokenizer {
             unk_id,
             added,
             single_split,
+            trim_offsets: trims_offsets(&parts.post_processor),
             parts,
         })
     }
@@ -339,6 +346,127 @@ impl Tokenizer {
             result
         })?;
         Ok(out)
+    }
+
+    /// Ids and byte offsets into `text`, as Hugging Face's `Encoding.offsets` (before their conversion
+    /// to characters): a token that ends or starts inside a character covers the whole character, and a
+    /// `ByteLevel` post-processor with `trim_offsets` moves offsets off leading and trailing spaces.
+    pub fn encode_with_offsets(&self, text: &str, allowed: &AllowedSpecial) -> Result<IdsAndOffsets> {
+        let splitter = self.splitter(allowed)?;
+        let (mut ids, mut offsets) = (Vec::new(), Vec::new());
+        let mut result = Ok(());
+        with_cache(self.uid, |cache| {
+            let mut on_raw = |piece: Piece| match piece {
+                Piece::Token(id, r) => {
+                    ids.push(id);
+                    offsets.push((r.start, r.end));
+                }
+                Piece::Text(r) if result.is_ok() => {
+                    let mut n = Normalized::new(&text[r.clone()], r.start);
+                    if self.parts.normalizer == Normalizer::Nfc {
+                        n.nfc();
+                    }
+                    match &splitter.normalized {
+                        None => result = self.offsets_segment(n, cache, &mut ids, &mut offsets),
+                        Some(m) => {
+                            let mut parts = Vec::new();
+                            m.split(&n.text, &mut |p| parts.push(p));
+                            for p in parts {
+                                match p {
+                                    Piece::Token(id, r2) => {
+                                        let (a, b) = n.span(r2.start, r2.end);
+                                        ids.push(id);
+                                        offsets.push((a as usize, b as usize));
+                                    }
+                                    Piece::Text(r2) if result.is_ok() => {
+                                        let seg = n.slice(r2.start, r2.end);
+                                        result = self.offsets_segment(seg, cache, &mut ids, &mut offsets);
+                                    }
+                                    Piece::Text(_) => {}
+                                }
+                            }
+                        }
+                    }
+                }
+                Piece::Text(_) => {}
+            };
+            match &splitter.raw {
+                Some(m) => m.split(text, &mut on_raw),
+                None if text.is_empty() => {}
+                None => on_raw(Piece::Text(0..text.len())),
+            }
+        });
+        result?;
+        if let Some(add_prefix_space) = self.trim_offsets {
+            for (i, (&id, off)) in ids.iter().zip(offsets.iter_mut()).enumerate() {
+                trim_offsets(self.id_to_token(id).unwrap_or_default(), i, off, add_prefix_space);
+            }
+        }
+        Ok((ids, offsets))
+    }
+
+    /// Pre-tokenizes one normalized stretch (keeping alignments) and appends its tokens and offsets.
+    fn offsets_segment(
+        &self,
+        n: Normalized,
+        cache: &mut PieceCache,
+        ids: &mut Vec<u32>,
+        offsets: &mut Vec<(usize, usize)>,
+    ) -> Result<()> {
+        if n.is_empty() {
+            return Ok(());
+        }
+        let mut pieces = vec![n];
+        for step in &self.parts.steps {
+            let mut next = Vec::with_capacity(pieces.len());
+            for mut piece in pieces {
+                let pattern = match step {
+                    PreStep::Split(p) => Some(p),
+                    PreStep::ByteLevel {
+                        add_prefix_space,
+                        use_regex,
+                        ..
+                    } => {
+                        if *add_prefix_space && !piece.text.starts_with(' ') {
+                            piece.prepend(" ");
+                        }
+                        use_regex.then_some(&Pattern::Gpt2)
+                    }
+                };
+                match pattern {
+                    Some(p) => {
+                        let base = piece.text.as_ptr() as usize;
+                        let mut ranges = Vec::new();
+                        p.split(&piece.text, &mut |x: &str| {
+                            let at = x.as_ptr() as usize - base;
+                            ranges.push((at, at + x.len()));
+                        })?;
+                        next.extend(ranges.into_iter().map(|(a, b)| piece.slice(a, b)));
+                    }
+                    None => next.push(piece),
+                }
+            }
+            pieces = next;
+        }
+        let mut piece_ids = Vec::new();
+        for piece in &pieces {
+            piece_ids.clear();
+            self.encode_piece(piece.text.as_bytes(), cache, &mut piece_ids);
+            let mut at = 0usize;
+            for &id in &piece_ids {
+                // Byte-level tokens stand for their bytes; an unknown byte for one byte.
+                let len = match self.id_to_bytes(id) {
+                    Some(b) if Some(id) != self.unk_id => b.len(),
+                    _ => 1,
+                };
+                let end = (at + len).min(piece.text.len());
+                let (a, b) = piece.span(at, end);
+                ids.push(id);
+                offsets.push((a as usize, b as usize));
+                at = end;
+            }
+        }
+        Ok(())
     }
 
     /// The pieces BPE would merge within, after normalization and pre-tokenization (added tokens are
@@ -590,6 +718,38 @@ impl Tokenizer {
     /// Trains on in-memory texts (each text is split into lines, as the file trainer does).
     pub fn train_from_texts<S: AsRef<str> + Sync>(texts: &[S], config: &TrainerConfig) -> Result<Self> {
         train::train_from_texts(texts, config)
+    }
+}
+
+/// Hugging Face's `ByteLevel` post-processor with `trim_offsets`: offsets move off the leading and
+/// trailing spaces (`Ġ`) of a token's spelling, except the one space `add_prefix_space` put before the
+/// first token.
+fn trim_offsets(spelling: &str, index: usize, off: &mut (usize, usize), add_prefix_space: bool) {
+    let space = |c: &char| *c == '\u{120}' || c.is_whitespace();
+    let mut leading = spelling.chars().take_while(space).count();
+    let trailing = spelling.chars().rev().take_while(space).count();
+    if leading > 0 {
+        if (index == 0 || off.0 == 0) && add_prefix_space && leading == 1 {
+            leading = 0;
+        }
+        off.0 = (off.0 + leading).min(off.1);
+    }
+    if trailing > 0 && off.1 >= trailing {
+        off.1 = off.1.saturating_sub(trailing).max(off.0);
+    }
+}
+
+/// `Some(add_prefix_space)` when the post-processor is (or contains) a `ByteLevel` with `trim_offsets`.
+fn trims_offsets(post: &Value) -> Option<bool> {
+    match post.get("type").and_then(Value::as_str) {
+        Some("ByteLevel") if post.get("trim_offsets").and_then(Value::as_bool).unwrap_or(true) => {
+            Some(post.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(true))
+        }
+        Some("Sequence") => post
+            .get("processors")
+            .and_then(Value::as_array)
+            .and_then(|l| l.iter().find_map(trims_offsets)),
+        _ => None,
     }
 }
 
