@@ -122,6 +122,16 @@ class SubwordTokenizer:
 
     @staticmethod
     def from_json(json: str) -> SubwordTokenizer: ...
+    @staticmethod
+    def train_wordpiece(
+        texts: Sequence[str],
+        vocab_size: int,
+        min_frequency: int = 0,
+        special_tokens: Sequence[str] = ...,
+        limit_alphabet: int | None = None,
+        unk_token: str = ...,
+        lowercase: bool = True,
+    ) -> SubwordTokenizer: ...
     def encode(
         self, text: str | bytes, allowed_special: str | Iterable[str] | None = None, add_special_tokens: bool = False
     ) -> list[int]: ...

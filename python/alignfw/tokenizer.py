@@ -263,6 +263,65 @@ class Tokenizer:
             )
         )
 
+    @classmethod
+    def train_wordpiece(
+        cls,
+        files: PathLike | Iterable[PathLike],
+        vocab_size: int,
+        *,
+        min_frequency: int = 0,
+        special_tokens: Sequence[str] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+        limit_alphabet: int | None = None,
+        unk_token: str = "[UNK]",
+        lowercase: bool = True,
+    ) -> Tokenizer:
+        """Trains a BERT-style WordPiece tokenizer on UTF-8 text files.
+
+        Hugging Face's ``WordPieceTrainer`` (a BPE trainer with the ``##`` prefix) on BERT's normalizer
+        and pre-tokenizer; the file has a ``[CLS] $A [SEP]`` template when both tokens are special.
+        Hugging Face's trainer breaks ties between equally frequent pairs in hash-map order, so two of
+        its runs differ; alignfw's result is deterministic and agrees with HF's up to those ties
+        (``tests/tokenizer/test_training.py`` bounds the difference).
+
+        Args:
+            files: A text file or several; each line is one sequence.
+            vocab_size: Final size, special tokens included.
+            min_frequency: Pairs seen fewer times are never merged.
+            special_tokens: Given ids ``0 .. len - 1``, in order; must include ``unk_token``.
+            limit_alphabet: Keep only this many most frequent characters.
+            unk_token: The unknown token.
+            lowercase: BERT uncased (lowercase, strip accents) or cased.
+        """
+        texts = [Path(f).read_text(encoding="utf-8") for f in _files(files)]
+        return cls.train_wordpiece_from_iterator(
+            texts,
+            vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=special_tokens,
+            limit_alphabet=limit_alphabet,
+            unk_token=unk_token,
+            lowercase=lowercase,
+        )
+
+    @classmethod
+    def train_wordpiece_from_iterator(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        *,
+        min_frequency: int = 0,
+        special_tokens: Sequence[str] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+        limit_alphabet: int | None = None,
+        unk_token: str = "[UNK]",
+        lowercase: bool = True,
+    ) -> Tokenizer:
+        """Like :meth:`train_wordpiece`, on texts in memory (each split into lines)."""
+        return cls(
+            SubwordTokenizer.train_wordpiece(
+                list(texts), vocab_size, min_frequency, list(special_tokens), limit_alphabet, unk_token, lowercase
+            )
+        )
+
     # --- encoding ------------------------------------------------------------------------------
 
     def encode(self, text: Text, *, allowed_special: AllowedSpecial = (), add_special_tokens: bool = False) -> list[int]:

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use alignfw_core::pipeline::{char_offsets, Encoding, Tokenizer};
+use alignfw_core::pipeline::{char_offsets, train_wordpiece, Encoding, Tokenizer, WordPieceTrainerConfig};
 use alignfw_core::Error;
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
@@ -51,6 +51,33 @@ impl SubwordTokenizer {
     #[staticmethod]
     fn from_json(py: Python<'_>, json: PyBackedStr) -> PyResult<Self> {
         py.detach(|| Tokenizer::from_json(&json))
+            .map(|t| SubwordTokenizer { inner: Arc::new(t) })
+            .map_err(to_pyerr)
+    }
+
+    /// Trains a BERT-style WordPiece tokenizer (Hugging Face `WordPieceTrainer` semantics).
+    #[staticmethod]
+    #[pyo3(signature = (texts, vocab_size, min_frequency = 0, special_tokens = Vec::new(), limit_alphabet = None, unk_token = "[UNK]".to_string(), lowercase = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn train_wordpiece(
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        vocab_size: usize,
+        min_frequency: u64,
+        special_tokens: Vec<String>,
+        limit_alphabet: Option<usize>,
+        unk_token: String,
+        lowercase: bool,
+    ) -> PyResult<Self> {
+        let config = WordPieceTrainerConfig {
+            vocab_size,
+            min_frequency,
+            special_tokens,
+            limit_alphabet,
+            unk_token,
+            lowercase,
+        };
+        py.detach(|| train_wordpiece(&texts, &config))
             .map(|t| SubwordTokenizer { inner: Arc::new(t) })
             .map_err(to_pyerr)
     }

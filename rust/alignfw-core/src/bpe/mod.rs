@@ -16,7 +16,7 @@ pub mod bytelevel;
 mod hf;
 pub mod merge;
 pub mod pretokenize;
-mod train;
+pub(crate) mod train;
 pub mod unicode;
 
 use std::borrow::Cow;

@@ -17,6 +17,8 @@ mod json;
 pub use self::json::is_byte_level;
 pub mod models;
 pub mod normalized;
+mod train;
+pub use self::train::{train_wordpiece, WordPieceTrainerConfig};
 
 use std::borrow::Cow;
 use std::cell::RefCell;
