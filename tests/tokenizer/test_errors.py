@@ -54,7 +54,12 @@ def test_id_outside_vocabulary(trained):
         (
             '{"model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0]]},'
             ' "normalizer": {"type": "Precompiled", "precompiled_charsmap": "AA=="}}',
-            'unsupported normalizer "Precompiled"',
+            "Precompiled normalizer: cannot read its charsmap",
+        ),
+        (
+            '{"model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0]]},'
+            ' "normalizer": {"type": "ByteLevel"}}',
+            'unsupported normalizer "ByteLevel"',
         ),
         (
             '{"model": {"type": "BPE", "vocab": {}, "merges": [], "byte_fallback": true},'

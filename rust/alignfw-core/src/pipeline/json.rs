@@ -2,7 +2,8 @@
 //!
 //! Supported: models `WordPiece`, `BPE` (character-level, with byte fallback; byte-level BPE is
 //! [`crate::bpe`]'s) and `Unigram`; normalizers `BertNormalizer`, `Lowercase`, `NFD`, `NFC`, `NFKD`,
-//! `NFKC`, `StripAccents`, `Strip`, `Prepend`, `Replace` (string patterns) and `Sequence`;
+//! `NFKC`, `StripAccents`, `Strip`, `Prepend`, `Replace` (string or regex), `Precompiled`
+//! (SentencePiece charsmaps) and `Sequence`;
 //! pre-tokenizers `BertPreTokenizer`, `Whitespace`, `WhitespaceSplit`, `Metaspace`, `Digits`,
 //! `Punctuation` (isolated) and `Sequence`; post-processors `BertProcessing`, `RobertaProcessing` and
 //! `TemplateProcessing` (single sequences); decoders `WordPiece`, `Metaspace`, `ByteFallback`, `Fuse`,
@@ -99,20 +100,32 @@ fn parse_normalizer(v: &Value, out: &mut Vec<NormStep>) -> Result<()> {
             right: bool_field(v, "strip_right", true)?,
         },
         Some("Prepend") => NormStep::Prepend(str_field(v, "prepend", "Prepend normalizer")?.to_string()),
-        Some("Replace") => NormStep::Replace {
-            pattern: string_pattern(v, "Replace normalizer")?,
-            content: str_field(v, "content", "Replace normalizer")?.to_string(),
-        },
+        Some("Replace") => {
+            let content = str_field(v, "content", "Replace normalizer")?.to_string();
+            match v.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str) {
+                Some(r) => NormStep::ReplaceRegex {
+                    pattern: std::sync::Arc::new(
+                        fancy_regex::Regex::new(r)
+                            .map_err(|e| fmt_err(format!("Replace normalizer regex {r:?}: {e}")))?,
+                    ),
+                    content,
+                },
+                None => NormStep::Replace {
+                    pattern: string_pattern(v, "Replace normalizer")?,
+                    content,
+                },
+            }
+        }
         Some("Precompiled") => {
-            return Err(fmt_err(
-                "unsupported normalizer \"Precompiled\" (a SentencePiece charsmap, as T5/ALBERT/XLNet \
-                 files carry): alignfw does not read charsmaps yet; use Hugging Face for this tokenizer",
-            ))
+            // Deserialized from text: the crate borrows the base64 string.
+            let p: spm_precompiled::Precompiled = serde_json::from_str(&v.to_string())
+                .map_err(|e| fmt_err(format!("Precompiled normalizer: cannot read its charsmap: {e}")))?;
+            NormStep::Precompiled(std::sync::Arc::new(p))
         }
         Some(t) => {
             return Err(fmt_err(format!(
                 "unsupported normalizer {t:?} (supported: BertNormalizer, Lowercase, NFD, NFC, NFKD, NFKC, \
-                 StripAccents, Strip, Prepend, Replace, Sequence)"
+                 StripAccents, Strip, Prepend, Replace, Precompiled, Sequence)"
             )))
         }
         None => return Err(fmt_err("normalizer has no \"type\"")),

@@ -23,6 +23,7 @@ pub use self::train::{train_wordpiece, WordPieceTrainerConfig};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -34,7 +35,7 @@ use crate::added::{AddedToken, AddedVocab, AllowedSpecial, Piece, Splitter};
 use crate::error::{Error, Result};
 
 /// One step of the normalizer (a `Sequence` is flattened into a list of these).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum NormStep {
     /// BERT's: drop control characters and map whitespace to ' ', space out CJK ideographs, strip
     /// accents (NFD, then drop non-spacing marks), lowercase.
@@ -61,6 +62,87 @@ pub enum NormStep {
         pattern: String,
         content: String,
     },
+    /// Replaces the matches of a regex (T5-style files collapse runs of spaces with `" {2,}"`).
+    ReplaceRegex {
+        pattern: Arc<fancy_regex::Regex>,
+        content: String,
+    },
+    /// SentencePiece's compiled normalization rules (T5, ALBERT, XLNet, DeBERTa-v3 files): each
+    /// grapheme (under 6 bytes) or else each character is looked up in the charsmap.
+    Precompiled(Arc<spm_precompiled::Precompiled>),
+}
+
+impl PartialEq for NormStep {
+    fn eq(&self, other: &Self) -> bool {
+        use NormStep::*;
+        match (self, other) {
+            (Precompiled(a), Precompiled(b)) => Arc::ptr_eq(a, b),
+            (Precompiled(_), _) | (_, Precompiled(_)) => false,
+            (ReplaceRegex { pattern: a, content: b }, ReplaceRegex { pattern: c, content: d }) => {
+                a.as_str() == c.as_str() && b == d
+            }
+            (
+                Bert {
+                    clean_text: a,
+                    handle_chinese_chars: b,
+                    strip_accents: c,
+                    lowercase: d,
+                },
+                Bert {
+                    clean_text: e,
+                    handle_chinese_chars: f,
+                    strip_accents: g,
+                    lowercase: h,
+                },
+            ) => (a, b, c, d) == (e, f, g, h),
+            (Strip { left: a, right: b }, Strip { left: c, right: d }) => (a, b) == (c, d),
+            (Prepend(a), Prepend(b)) => a == b,
+            (Replace { pattern: a, content: b }, Replace { pattern: c, content: d }) => (a, b) == (c, d),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+/// Hugging Face's bookkeeping for one charsmap replacement: the new characters replace the old ones,
+/// extra ones are insertions, missing ones removals folded into the last change.
+fn precompiled_replace(dest: &mut Vec<(char, isize)>, old: &str, new: &str) {
+    let diff = new.chars().count() as isize - old.chars().count() as isize;
+    dest.extend(new.chars().map(|c| (c, 0)));
+    if diff > 0 {
+        dest.iter_mut().rev().take(diff as usize).for_each(|(_, ch)| *ch = 1);
+    } else if diff < 0 {
+        if let Some((_, ch)) = dest.last_mut() {
+            *ch += diff;
+        }
+    }
+}
+
+fn apply_precompiled(p: &spm_precompiled::Precompiled, n: &mut Normalized) {
+    use unicode_segmentation::UnicodeSegmentation;
+    let mut dest = Vec::with_capacity(n.text.len());
+    let mut modified = false;
+    for grapheme in n.text.graphemes(true) {
+        if grapheme.len() < 6 {
+            if let Some(norm) = p.transform(grapheme) {
+                modified = true;
+                precompiled_replace(&mut dest, grapheme, norm);
+                continue;
+            }
+        }
+        for (i, c) in grapheme.char_indices() {
+            let part = &grapheme[i..i + c.len_utf8()];
+            match p.transform(part) {
+                Some(norm) => {
+                    modified = true;
+                    precompiled_replace(&mut dest, part, norm);
+                }
+                None => dest.push((c, 0)),
+            }
+        }
+    }
+    if modified {
+        n.transform(dest, 0);
+    }
 }
 
 /// The normalizer: its steps in order.
@@ -141,6 +223,8 @@ impl Normalizer {
                     }
                 }
                 NormStep::Replace { pattern, content } => n.replace(pattern, content),
+                NormStep::Precompiled(p) => apply_precompiled(p, n),
+                NormStep::ReplaceRegex { pattern, content } => n.replace_regex(pattern, content),
             }
         }
     }

@@ -303,22 +303,53 @@ impl Normalized {
         self.align.extend(std::iter::repeat_n(span, s.len()));
     }
 
+    /// Replaces every match of `re` (non-overlapping, left to right) by `content`, aligned as
+    /// [`Normalized::replace`] aligns.
+    pub fn replace_regex(&mut self, re: &fancy_regex::Regex, content: &str) {
+        let matches: Vec<(usize, usize)> = re
+            .find_iter(&self.text)
+            .filter_map(|m| m.ok())
+            .filter(|m| m.end() > m.start())
+            .map(|m| (m.start(), m.end()))
+            .collect();
+        self.replace_ranges(&matches, content);
+    }
+
     /// Replaces every occurrence of `pattern` (non-overlapping, left to right) by `content`; the new
     /// bytes take the alignment of the last byte of what they replace.
     pub fn replace(&mut self, pattern: &str, content: &str) {
         if pattern.is_empty() || !self.text.contains(pattern) {
             return;
         }
+        let matches: Vec<(usize, usize)> = self
+            .text
+            .match_indices(pattern)
+            .map(|(s, m)| (s, s + m.len()))
+            .collect();
+        self.replace_ranges(&matches, content);
+    }
+
+    fn replace_ranges(&mut self, matches: &[(usize, usize)], content: &str) {
+        if matches.is_empty() {
+            return;
+        }
         if self.untracked {
-            self.text = self.text.replace(pattern, content);
+            let mut text = String::with_capacity(self.text.len());
+            let mut last = 0;
+            for &(start, end) in matches {
+                text.push_str(&self.text[last..start]);
+                text.push_str(content);
+                last = end;
+            }
+            text.push_str(&self.text[last..]);
+            self.text = text;
             return;
         }
         self.materialize();
         let mut text = String::with_capacity(self.text.len());
         let mut align = Vec::with_capacity(self.align.len());
         let mut last = 0;
-        for (start, m) in self.text.match_indices(pattern) {
-            let end = start + m.len();
+        for &(start, end) in matches {
             text.push_str(&self.text[last..start]);
             align.extend_from_slice(&self.align[last..start]);
             let span = self.align[end - 1];
