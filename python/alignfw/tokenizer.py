@@ -23,7 +23,8 @@ The other subword families load from the same ``tokenizer.json`` files through t
 ``[CLS]``/``[SEP]`` template), SentencePiece-style BPE (Llama 2, Mistral, Gemma: ``Metaspace`` or
 ``Prepend`` + ``Replace``, ``<0xNN>`` byte fallback, fused unknowns) and Unigram (Viterbi, unknowns fused).
 They encode with the same ids and character offsets as Hugging Face, and decode through the file's
-decoder. A file using a component alignfw does not implement raises ``TokenizerFormatError`` naming it.
+decoder. Unigram files may carry SentencePiece's ``Precompiled`` normalization charsmap (T5, ALBERT).
+A file using a component alignfw does not implement raises ``TokenizerFormatError`` naming it.
 """
 
 from __future__ import annotations
@@ -563,8 +564,8 @@ def load_tokenizer(path: PathLike) -> Tokenizer | PreTrainedTokenizerBase:
 
     Returns:
         :class:`Tokenizer` for the supported families (byte-level BPE: GPT-2, Llama 3, Qwen2; WordPiece:
-        BERT; SentencePiece-style BPE: Llama 2, Mistral, Gemma; Unigram without a ``Precompiled``
-        normalizer); otherwise a ``transformers`` tokenizer.
+        BERT; SentencePiece-style BPE: Llama 2, Mistral, Gemma; Unigram: T5, ALBERT); otherwise a
+        ``transformers`` tokenizer.
     """
     p = Path(path)
     try:
