@@ -120,7 +120,7 @@ fn parse_normalizer(v: &Value, out: &mut Vec<NormStep>) -> Result<()> {
             // Deserialized from text: the crate borrows the base64 string.
             let p: spm_precompiled::Precompiled = serde_json::from_str(&v.to_string())
                 .map_err(|e| fmt_err(format!("Precompiled normalizer: cannot read its charsmap: {e}")))?;
-            NormStep::Precompiled(std::sync::Arc::new(p))
+            NormStep::Precompiled(std::sync::Arc::new(super::normalizer::Charsmap::new(p)))
         }
         Some(t) => {
             return Err(fmt_err(format!(

@@ -42,7 +42,38 @@ pub enum NormStep {
     },
     /// SentencePiece's compiled normalization rules (T5, ALBERT, XLNet, DeBERTa-v3 files): each
     /// grapheme (under 6 bytes) or else each character is looked up in the charsmap.
-    Precompiled(Arc<spm_precompiled::Precompiled>),
+    Precompiled(Arc<Charsmap>),
+}
+
+/// A SentencePiece charsmap, with its answers for the 128 ASCII characters looked up once (most
+/// graphemes of most text are one ASCII character; the charsmap lookup allocates).
+#[derive(Debug)]
+pub struct Charsmap {
+    map: spm_precompiled::Precompiled,
+    ascii: Vec<Option<String>>,
+    /// Every ASCII character maps to itself.
+    ascii_identity: bool,
+}
+
+impl Charsmap {
+    pub fn new(map: spm_precompiled::Precompiled) -> Self {
+        let ascii: Vec<Option<String>> = (0u8..128)
+            .map(|b| map.transform((b as char).encode_utf8(&mut [0; 4])).map(str::to_string))
+            .collect();
+        Charsmap {
+            ascii_identity: ascii.iter().all(Option::is_none),
+            ascii,
+            map,
+        }
+    }
+
+    #[inline]
+    fn transform<'a>(&'a self, part: &str) -> Option<&'a str> {
+        match part.as_bytes() {
+            [b] if b.is_ascii() => self.ascii[*b as usize].as_deref(),
+            _ => self.map.transform(part),
+        }
+    }
 }
 
 impl PartialEq for NormStep {
@@ -90,8 +121,12 @@ fn precompiled_replace(dest: &mut Vec<(char, isize)>, old: &str, new: &str) {
     }
 }
 
-fn apply_precompiled(p: &spm_precompiled::Precompiled, n: &mut Normalized) {
+fn apply_precompiled(p: &Charsmap, n: &mut Normalized) {
     use unicode_segmentation::UnicodeSegmentation;
+    // ASCII text without "\r\n" (the one multi-character ASCII grapheme) is one-character graphemes.
+    if p.ascii_identity && n.text.is_ascii() && !n.text.contains("\r\n") {
+        return;
+    }
     let mut dest = Vec::with_capacity(n.text.len());
     let mut modified = false;
     for grapheme in n.text.graphemes(true) {
