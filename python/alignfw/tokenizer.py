@@ -104,7 +104,10 @@ def _template(spec: str) -> tuple[list[int], list[int]]:
                 else:
                     side.extend(proc["special_tokens"][item["SpecialToken"]["id"]]["ids"])
             return before, after
-        raise TokenizerFormatError(f"unsupported post_processor {kind!r} (supported: ByteLevel, BertProcessing, RobertaProcessing, TemplateProcessing, Sequence)")
+        raise TokenizerFormatError(
+            f"unsupported post_processor {kind!r} (supported: ByteLevel, BertProcessing, RobertaProcessing, "
+            "TemplateProcessing, Sequence)"
+        )
 
     return walk(json.loads(spec).get("post_processor"))
 
