@@ -19,6 +19,7 @@ core count) other processes steal wall time, and CPU time is the fair single-thr
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -112,6 +113,11 @@ def bench_pattern(
         bad = next(i for i in range(len(docs)) if not ids_ours[i] == ids_tt[i] == ids_hf[i])
         print(f"  first mismatch: document {bad}: {docs[bad][:200]!r}")
 
+    # The agreement check's results (15M ints in lists) are garbage from here on: free them, or every
+    # full collection the timed loops set off walks them (a cost of this script, not of encoding).
+    del ids_ours, ids_tt, ids_hf
+    gc.collect()
+
     # --- single thread: one encode() call per document for each library ---
     (s_ours, c_ours) = timed(lambda: [ours.encode(d) for d in docs], args.repeat)
     (s_tt, c_tt) = timed(lambda: [enc.encode_ordinary(d) for d in docs], args.repeat)
@@ -125,6 +131,10 @@ def bench_pattern(
     print(
         f"1 thread  CPU  MiB/s: alignfw {mb / c_ours:6.1f}  tiktoken {mb / c_tt:6.1f}  HF {mb / c_hf:5.1f}"
         f"   alignfw/tiktoken {c_tt / c_ours:5.2f}x   alignfw/HF {c_hf / c_ours:5.2f}x"
+    )
+    print(
+        f"1 thread  CPU utilisation (CPU / wall): alignfw {c_ours / s_ours:4.2f}  tiktoken {c_tt / s_tt:4.2f}  "
+        f"HF {c_hf / s_hf:4.2f}   (below 1.00: other processes took the core; load average {load()})"
     )
 
     # --- batch on 2 threads ---
@@ -158,8 +168,15 @@ def bench_pattern(
         "alignfw batch call, 2 threads vs 1 thread (round-robin, wall): "
         f"{rr['lists', 1] / rr['lists', 2]:5.2f}x lists, {rr['numpy', 1] / rr['numpy', 2]:5.2f}x numpy"
     )
-    met = "MET" if s_ours / b_ours >= 1.7 else "NOT met"
-    print(f"target: 2-thread batch (lists) >= 1.7x the single-thread encode figure: {met} ({s_ours / b_ours:.2f}x)")
+    met = "MET" if rr["lists", 1] / rr["lists", 2] >= 1.8 else "NOT met"
+    print(
+        f"target (issue 14): 2-thread batch >= 1.8x the same call on 1 thread: {met} "
+        f"({rr['lists', 1] / rr['lists', 2]:.2f}x lists; load average {load()})"
+    )
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def round_robin(fns: dict, repeat: int) -> dict:

@@ -9,7 +9,17 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AlignfwError", "BpeTokenizer", "InvalidInputError", "TokenizerError", "TokenizerFormatError", "gae", "gae_into"]
+__all__ = [
+    "AlignfwError",
+    "BpeTokenizer",
+    "InvalidInputError",
+    "SubwordTokenizer",
+    "TokenizerError",
+    "TokenizerFormatError",
+    "gae",
+    "gae_into",
+    "is_byte_level_json",
+]
 
 class AlignfwError(Exception): ...
 class InvalidInputError(AlignfwError): ...
@@ -71,6 +81,9 @@ class BpeTokenizer:
         pattern: str = "gpt2",
     ) -> BpeTokenizer: ...
     def encode(self, text: str | bytes, allowed_special: str | Iterable[str] | None = None) -> list[int]: ...
+    def encode_with_offsets(
+        self, text: str | bytes, allowed_special: str | Iterable[str] | None = None
+    ) -> tuple[list[int], list[tuple[int, int]]]: ...
     def encode_batch(
         self,
         texts: Sequence[str | bytes],
@@ -99,3 +112,54 @@ class BpeTokenizer:
     def get_vocab(self) -> dict[str, int]: ...
     def added_tokens(self) -> list[tuple[str, int, bool]]: ...
     def byte_vocab(self) -> list[tuple[bytes, int]]: ...
+
+# --- WordPiece / SentencePiece-style BPE / Unigram ------------------------------------------------
+
+def is_byte_level_json(json: str) -> bool: ...
+@final
+class SubwordTokenizer:
+    """WordPiece, SentencePiece-style BPE or Unigram tokenizer (private; use ``alignfw.tokenizer.Tokenizer``)."""
+
+    @staticmethod
+    def from_json(json: str) -> SubwordTokenizer: ...
+    @staticmethod
+    def train_wordpiece(
+        texts: Sequence[str],
+        vocab_size: int,
+        min_frequency: int = 0,
+        special_tokens: Sequence[str] = ...,
+        limit_alphabet: int | None = None,
+        unk_token: str = ...,
+        lowercase: bool = True,
+    ) -> SubwordTokenizer: ...
+    def encode(
+        self, text: str | bytes, allowed_special: str | Iterable[str] | None = None, add_special_tokens: bool = False
+    ) -> list[int]: ...
+    def encode_with_offsets(
+        self, text: str | bytes, allowed_special: str | Iterable[str] | None = None, add_special_tokens: bool = False
+    ) -> tuple[list[int], list[tuple[int, int]]]: ...
+    def encode_batch(
+        self,
+        texts: Sequence[str | bytes],
+        allowed_special: str | Iterable[str] | None = None,
+        num_threads: int | None = None,
+        add_special_tokens: bool = False,
+    ) -> list[list[int]]: ...
+    def encode_batch_flat(
+        self,
+        texts: Sequence[str | bytes],
+        allowed_special: str | Iterable[str] | None = None,
+        num_threads: int | None = None,
+        add_special_tokens: bool = False,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]: ...
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+    def decode_batch(self, batch: Sequence[Sequence[int]], skip_special_tokens: bool = False) -> list[str]: ...
+    def to_json(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def vocab_size(self) -> int: ...
+    def token_to_id(self, token: str) -> int | None: ...
+    def id_to_token(self, id: int) -> str | None: ...
+    def get_vocab(self) -> dict[str, int]: ...
+    def added_tokens(self) -> list[tuple[str, int, bool]]: ...

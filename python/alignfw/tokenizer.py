@@ -1,4 +1,4 @@
-"""Byte-level BPE tokenizer: alignfw's own, Hugging Face compatible, faster than tiktoken.
+"""alignfw's tokenizers: byte-level BPE, WordPiece, SentencePiece-style BPE and Unigram, Hugging Face compatible.
 
 Byte-level BPE (Sennrich et al. 2016, https://arxiv.org/abs/1508.07909; Radford et al. 2019, GPT-2)
 as Hugging Face ``tokenizers`` implements it: the same ``tokenizer.json`` files in and out, the same
@@ -18,8 +18,13 @@ Example::
     tok.save("out/")                       # out/tokenizer.json, loadable by HF tokenizers/transformers
     hf = tok.to_hf(eos_token="<|endoftext|>")
 
-Tokenizers of other families (SentencePiece, WordPiece, ...) are served by Hugging Face: see
-:func:`load_tokenizer`.
+The other subword families load from the same ``tokenizer.json`` files through the same class
+(``alignfw._native.SubwordTokenizer``): WordPiece (BERT: ``BertNormalizer``, ``BertPreTokenizer``,
+``[CLS]``/``[SEP]`` template), SentencePiece-style BPE (Llama 2, Mistral, Gemma: ``Metaspace`` or
+``Prepend`` + ``Replace``, ``<0xNN>`` byte fallback, fused unknowns) and Unigram (Viterbi, unknowns fused).
+They encode with the same ids and character offsets as Hugging Face, and decode through the file's
+decoder. Unigram files may carry SentencePiece's ``Precompiled`` normalization charsmap (T5, ALBERT).
+A file using a component alignfw does not implement raises ``TokenizerFormatError`` naming it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from alignfw._native import BpeTokenizer
+from alignfw._native import BpeTokenizer, SubwordTokenizer, is_byte_level_json
 from alignfw.exceptions import TokenizerError, TokenizerFormatError
 
 if TYPE_CHECKING:
@@ -76,21 +81,73 @@ def _allowed(allowed_special: AllowedSpecial) -> str | list[str] | None:
     return list(allowed_special) or None
 
 
-class Tokenizer:
-    """A byte-level BPE tokenizer.
+def _template(spec: str) -> tuple[list[int], list[int]]:
+    """Ids a byte-level file's post-processor puts before and after one sequence."""
+    import json
 
-    Build one with :meth:`from_file`, :meth:`from_vocab_merges`, :meth:`train` or
-    :meth:`train_from_iterator`. Instances are immutable, thread-safe and picklable.
+    def walk(proc: Any) -> tuple[list[int], list[int]]:
+        kind = (proc or {}).get("type")
+        if kind in (None, "ByteLevel"):
+            return [], []
+        if kind == "Sequence":
+            parts = [walk(p) for p in proc["processors"]]
+            return [i for b, _ in parts for i in b], [i for _, a in parts for i in a]
+        if kind in ("BertProcessing", "RobertaProcessing"):
+            return [proc["cls"][1]], [proc["sep"][1]]
+        if kind == "TemplateProcessing":
+            before: list[int] = []
+            after: list[int] = []
+            side = before
+            for item in proc["single"]:
+                if "Sequence" in item:
+                    side = after
+                else:
+                    side.extend(proc["special_tokens"][item["SpecialToken"]["id"]]["ids"])
+            return before, after
+        raise TokenizerFormatError(
+            f"unsupported post_processor {kind!r} (supported: ByteLevel, BertProcessing, RobertaProcessing, "
+            "TemplateProcessing, Sequence)"
+        )
+
+    return walk(json.loads(spec).get("post_processor"))
+
+
+class Tokenizer:
+    """A tokenizer of any supported family: byte-level BPE, WordPiece, SentencePiece-style BPE, Unigram.
+
+    Build one with :meth:`from_file` or :meth:`from_str` (any family), or, for byte-level BPE,
+    :meth:`from_vocab_merges`, :meth:`train` or :meth:`train_from_iterator`. Instances are immutable,
+    thread-safe and picklable.
 
     Notation:
         ``n``: number of texts in a batch; ``L_i``: number of ids of text ``i``.
     """
 
-    __slots__ = ("_native",)
+    __slots__ = ("_native", "_template_ids")
 
-    def __init__(self, native: BpeTokenizer) -> None:
+    def __init__(self, native: BpeTokenizer | SubwordTokenizer) -> None:
         """Wraps a native tokenizer; prefer the ``from_*`` and ``train*`` constructors."""
         self._native = native
+        self._template_ids: tuple[list[int], list[int]] | None = None
+
+    @property
+    def family(self) -> str:
+        """``"ByteLevelBPE"``, ``"WordPiece"``, ``"BPE"`` (SentencePiece-style) or ``"Unigram"``."""
+        native = self._native
+        return "ByteLevelBPE" if isinstance(native, BpeTokenizer) else native.family
+
+    def _byte_level(self, what: str) -> BpeTokenizer:
+        native = self._native
+        if not isinstance(native, BpeTokenizer):
+            raise TokenizerError(f"{what} exists for byte-level BPE only; this tokenizer is {native.family}")
+        return native
+
+    def _with_template(self, ids: list[int]) -> list[int]:
+        # Byte-level files keep their post-processor verbatim; its template ids are added here.
+        if self._template_ids is None:
+            self._template_ids = _template(self._native.to_json())
+        before, after = self._template_ids
+        return [*before, *ids, *after]
 
     # --- construction --------------------------------------------------------------------------
 
@@ -107,8 +164,8 @@ class Tokenizer:
             The tokenizer.
 
         Raises:
-            TokenizerFormatError: The file is malformed or not a byte-level BPE (the message names
-                the unsupported piece).
+            TokenizerFormatError: The file is malformed or uses a component alignfw does not
+                implement (the message names it).
             OSError: The file cannot be read.
         """
         p = Path(path)
@@ -119,12 +176,20 @@ class Tokenizer:
                 return cls.from_vocab_merges(p / "vocab.json", p / "merges.txt")
             else:
                 raise TokenizerFormatError(f"{p} holds neither tokenizer.json nor vocab.json + merges.txt")
-        return cls(BpeTokenizer.from_file(os.fspath(p)))
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except OSError as e:
+            raise OSError(f"cannot read tokenizer file {p}: {e}") from e
+        except UnicodeDecodeError as e:
+            raise TokenizerFormatError(f"{p} is not UTF-8 text: {e}") from None
+        return cls.from_str(text)
 
     @classmethod
     def from_str(cls, json: str) -> Tokenizer:
-        """Parses the text of a Hugging Face ``tokenizer.json``."""
-        return cls(BpeTokenizer.from_json(json))
+        """Parses the text of a Hugging Face ``tokenizer.json`` of any supported family."""
+        if is_byte_level_json(json):
+            return cls(BpeTokenizer.from_json(json))
+        return cls(SubwordTokenizer.from_json(json))
 
     @classmethod
     def from_vocab_merges(
@@ -202,9 +267,68 @@ class Tokenizer:
             )
         )
 
+    @classmethod
+    def train_wordpiece(
+        cls,
+        files: PathLike | Iterable[PathLike],
+        vocab_size: int,
+        *,
+        min_frequency: int = 0,
+        special_tokens: Sequence[str] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+        limit_alphabet: int | None = None,
+        unk_token: str = "[UNK]",
+        lowercase: bool = True,
+    ) -> Tokenizer:
+        """Trains a BERT-style WordPiece tokenizer on UTF-8 text files.
+
+        Hugging Face's ``WordPieceTrainer`` (a BPE trainer with the ``##`` prefix) on BERT's normalizer
+        and pre-tokenizer; the file has a ``[CLS] $A [SEP]`` template when both tokens are special.
+        Hugging Face's trainer breaks ties between equally frequent pairs in hash-map order, so two of
+        its runs differ; alignfw's result is deterministic and agrees with HF's up to those ties
+        (``tests/tokenizer/test_training.py`` bounds the difference).
+
+        Args:
+            files: A text file or several; each line is one sequence.
+            vocab_size: Final size, special tokens included.
+            min_frequency: Pairs seen fewer times are never merged.
+            special_tokens: Given ids ``0 .. len - 1``, in order; must include ``unk_token``.
+            limit_alphabet: Keep only this many most frequent characters.
+            unk_token: The unknown token.
+            lowercase: BERT uncased (lowercase, strip accents) or cased.
+        """
+        texts = [Path(f).read_text(encoding="utf-8") for f in _files(files)]
+        return cls.train_wordpiece_from_iterator(
+            texts,
+            vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=special_tokens,
+            limit_alphabet=limit_alphabet,
+            unk_token=unk_token,
+            lowercase=lowercase,
+        )
+
+    @classmethod
+    def train_wordpiece_from_iterator(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        *,
+        min_frequency: int = 0,
+        special_tokens: Sequence[str] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+        limit_alphabet: int | None = None,
+        unk_token: str = "[UNK]",
+        lowercase: bool = True,
+    ) -> Tokenizer:
+        """Like :meth:`train_wordpiece`, on texts in memory (each split into lines)."""
+        return cls(
+            SubwordTokenizer.train_wordpiece(
+                list(texts), vocab_size, min_frequency, list(special_tokens), limit_alphabet, unk_token, lowercase
+            )
+        )
+
     # --- encoding ------------------------------------------------------------------------------
 
-    def encode(self, text: Text, *, allowed_special: AllowedSpecial = ()) -> list[int]:
+    def encode(self, text: Text, *, allowed_special: AllowedSpecial = (), add_special_tokens: bool = False) -> list[int]:
         """Encodes one text.
 
         Args:
@@ -212,16 +336,43 @@ class Tokenizer:
             allowed_special: ``"all"`` or the special tokens whose spelling in ``text`` becomes the
                 special id. Others are encoded as plain text. Non-special added tokens are always
                 recognised, as in Hugging Face.
+            add_special_tokens: Add the post-processor's template tokens (``[CLS] ... [SEP]``,
+                ``<s> ...``), as Hugging Face's ``add_special_tokens=True``.
 
         Returns:
             Ids, shape ``(L,)``. With ``allowed_special="all"`` they equal Hugging Face's
-            ``encode(text, add_special_tokens=False).ids`` on the same ``tokenizer.json``.
+            ``encode(text, add_special_tokens=add_special_tokens).ids`` on the same ``tokenizer.json``.
 
         Raises:
             TokenizerError: ``text`` is not valid Unicode (invalid UTF-8 bytes, lone surrogates).
             InvalidInputError: An unknown name in ``allowed_special``.
         """
-        return self._native.encode(text, _allowed(allowed_special))
+        native = self._native
+        if isinstance(native, BpeTokenizer):
+            ids = native.encode(text, _allowed(allowed_special))
+            return self._with_template(ids) if add_special_tokens else ids
+        return native.encode(text, _allowed(allowed_special), add_special_tokens)
+
+    def encode_with_offsets(
+        self, text: Text, *, allowed_special: AllowedSpecial = (), add_special_tokens: bool = False
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Like :meth:`encode`, with each token's ``(start, end)`` character offsets in ``text``.
+
+        Offsets equal Hugging Face's ``Encoding.offsets``: a token that starts or ends inside a
+        character (byte-level and byte-fallback tokens) covers the whole character; template tokens
+        get ``(0, 0)``.
+        """
+        native = self._native
+        if isinstance(native, BpeTokenizer):
+            ids, offsets = native.encode_with_offsets(text, _allowed(allowed_special))
+            if add_special_tokens:
+                if self._template_ids is None:
+                    self._template_ids = _template(native.to_json())
+                before, after = self._template_ids
+                ids = [*before, *ids, *after]
+                offsets = [(0, 0)] * len(before) + offsets + [(0, 0)] * len(after)
+            return ids, offsets
+        return native.encode_with_offsets(text, _allowed(allowed_special), add_special_tokens)
 
     def encode_batch(
         self,
@@ -229,6 +380,7 @@ class Tokenizer:
         *,
         allowed_special: AllowedSpecial = (),
         num_threads: int | None = None,
+        add_special_tokens: bool = False,
     ) -> list[list[int]]:
         """Encodes texts in parallel on Rust threads, without the GIL.
 
@@ -236,11 +388,16 @@ class Tokenizer:
             texts: ``n`` texts.
             allowed_special: As in :meth:`encode`.
             num_threads: Threads to use; default: one per core.
+            add_special_tokens: As in :meth:`encode`.
 
         Returns:
             ``n`` lists of ids, list ``i`` of shape ``(L_i,)``.
         """
-        return self._native.encode_batch(texts, _allowed(allowed_special), num_threads)
+        native = self._native
+        if isinstance(native, BpeTokenizer):
+            batch = native.encode_batch(texts, _allowed(allowed_special), num_threads)
+            return [self._with_template(ids) for ids in batch] if add_special_tokens else batch
+        return native.encode_batch(texts, _allowed(allowed_special), num_threads, add_special_tokens)
 
     def encode_batch_flat(
         self,
@@ -261,8 +418,9 @@ class Tokenizer:
         """The pieces the pre-tokenizer splits ``text`` into, before BPE (for inspection and tests).
 
         Pieces are plain text (not byte-level spellings); added tokens are not split off.
+        Byte-level BPE only.
         """
-        return self._native.pre_tokenize(text)
+        return self._byte_level("pre_tokenize").pre_tokenize(text)
 
     # --- decoding ------------------------------------------------------------------------------
 
@@ -281,9 +439,10 @@ class Tokenizer:
             raise _bad_id_error([ids]) from None
 
     def decode_bytes(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> bytes:
-        """Decodes ids to the exact bytes they stand for (lossless for partial UTF-8)."""
+        """Decodes ids to the exact bytes they stand for (lossless for partial UTF-8; byte-level BPE only)."""
+        native = self._byte_level("decode_bytes")
         try:
-            return self._native.decode_bytes(_ids(ids), skip_special_tokens)
+            return native.decode_bytes(_ids(ids), skip_special_tokens)
         except OverflowError:
             raise _bad_id_error([ids]) from None
 
@@ -309,7 +468,11 @@ class Tokenizer:
         p = Path(path)
         if p.is_dir():
             p = p / "tokenizer.json"
-        self._native.save(os.fspath(p))
+        native = self._native
+        if isinstance(native, BpeTokenizer):
+            native.save(os.fspath(p))
+        else:
+            p.write_text(native.to_json(), encoding="utf-8")
         return p
 
     def to_json(self) -> str:
@@ -336,8 +499,9 @@ class Tokenizer:
 
     @property
     def pattern(self) -> str | None:
-        """The pre-tokenizer regex."""
-        return self._native.pattern
+        """The pre-tokenizer regex (byte-level BPE; ``None`` for the other families)."""
+        native = self._native
+        return native.pattern if isinstance(native, BpeTokenizer) else None
 
     def token_to_id(self, token: str) -> int | None:
         """Id of a token spelled as in ``tokenizer.json`` (``"Ġthe"``), or ``None``."""
@@ -348,8 +512,8 @@ class Tokenizer:
         return self._native.id_to_token(id)
 
     def id_to_bytes(self, id: int) -> bytes | None:
-        """The bytes ``id`` stands for, or ``None``."""
-        return self._native.id_to_bytes(id)
+        """The bytes ``id`` stands for, or ``None`` (byte-level BPE only)."""
+        return self._byte_level("id_to_bytes").id_to_bytes(id)
 
     def get_vocab(self) -> dict[str, int]:
         """``{spelling: id}`` for every token, added tokens included."""
@@ -379,8 +543,8 @@ class Tokenizer:
             ) from None
 
     def mergeable_ranks(self) -> dict[bytes, int]:
-        """``{bytes: id}`` of the BPE vocabulary, the form ``tiktoken.Encoding`` takes."""
-        return dict(self._native.byte_vocab())
+        """``{bytes: id}`` of the BPE vocabulary, the form ``tiktoken.Encoding`` takes (byte-level BPE only)."""
+        return dict(self._byte_level("mergeable_ranks").byte_vocab())
 
     # --- Python protocol -----------------------------------------------------------------------
 
@@ -388,22 +552,23 @@ class Tokenizer:
         return (Tokenizer.from_str, (self.to_json(),))
 
     def __repr__(self) -> str:
-        return f"Tokenizer(vocab_size={self.vocab_size}, special_tokens={list(self.special_tokens)})"
+        return f"Tokenizer(family={self.family!r}, vocab_size={self.vocab_size}, special_tokens={list(self.special_tokens)})"
 
     def __len__(self) -> int:
         return self.vocab_size
 
 
 def load_tokenizer(path: PathLike) -> Tokenizer | PreTrainedTokenizerBase:
-    """Loads alignfw's tokenizer when the files are byte-level BPE, else Hugging Face's.
+    """Loads alignfw's tokenizer when it supports the files, else Hugging Face's.
 
     Args:
         path: A ``tokenizer.json``, a directory with ``tokenizer.json`` or ``vocab.json`` +
             ``merges.txt``, or anything ``transformers.AutoTokenizer.from_pretrained`` accepts.
 
     Returns:
-        :class:`Tokenizer` for the byte-level BPE family (GPT-2, Llama 3, Qwen2, ...); otherwise a
-        ``transformers`` tokenizer (SentencePiece, WordPiece, ...).
+        :class:`Tokenizer` for the supported families (byte-level BPE: GPT-2, Llama 3, Qwen2; WordPiece:
+        BERT; SentencePiece-style BPE: Llama 2, Mistral, Gemma; Unigram: T5, ALBERT); otherwise a
+        ``transformers`` tokenizer.
     """
     p = Path(path)
     try:

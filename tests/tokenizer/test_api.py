@@ -110,15 +110,22 @@ def test_load_tokenizer_prefers_alignfw_for_byte_level_bpe(trained, tmp_path):
     assert loaded.encode("hello") == trained["gpt2"].encode("hello")
 
 
-def test_load_tokenizer_falls_back_to_hf_for_other_families(tmp_path):
+def test_load_tokenizer_reads_other_families_and_falls_back_to_hf_for_the_rest(tmp_path):
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     wp = HFTokenizer(models.WordPiece({"[UNK]": 0, "hello": 1, "world": 2}, unk_token="[UNK]"))
     wp.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=wp, unk_token="[UNK]").save_pretrained(tmp_path)
-    loaded = load_tokenizer(tmp_path)
+    PreTrainedTokenizerFast(tokenizer_object=wp, unk_token="[UNK]").save_pretrained(tmp_path / "wp")
+    loaded = load_tokenizer(tmp_path / "wp")
+    assert isinstance(loaded, Tokenizer) and loaded.family == "WordPiece"
+    assert loaded.encode("hello world") == [1, 2]
+    # WordLevel is not implemented by alignfw: transformers serves it.
+    wl = HFTokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, "world": 2}, unk_token="[UNK]"))
+    wl.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="[UNK]").save_pretrained(tmp_path / "wl")
+    loaded = load_tokenizer(tmp_path / "wl")
     assert not isinstance(loaded, Tokenizer)
     assert loaded("hello world", add_special_tokens=False)["input_ids"] == [1, 2]
 

@@ -252,3 +252,45 @@ def test_added_token_flags_equal_hf(trained, flags, special):
         "\t<mask>\t",
     ]:
         assert ours.encode(text, allowed_special="all") == hf.encode(text, add_special_tokens=False).ids, text
+
+
+def _trim_offsets(d):
+    d["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+
+
+def _prefix_space_and_trim(d):
+    _set_prefix_space(d)
+    _trim_offsets(d)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "edit"),
+    [
+        ("gpt2", lambda d: None),
+        ("llama3", lambda d: None),
+        ("qwen2", _qwen_style),
+        ("gpt2", _trim_offsets),
+        ("gpt2", _prefix_space_and_trim),
+        ("llama3", _llama_style),
+    ],
+    ids=["gpt2", "llama3", "qwen2-nfc", "trim_offsets", "prefix_space+trim", "llama3-added"],
+)
+def test_offsets_equal_hf(trained, corpus_files, pattern, edit):
+    ours, hf = _variant(trained[pattern], edit)
+    lines = corpus_files[1].read_text(encoding="utf-8").splitlines(keepends=True)[:300]
+    extra = [" café cafe\u0301 Å <|pad|>  naïve", "中文😀 x", "  leading", "a<|endoftext|> b", ""]
+    for text in lines + extra:
+        want = hf.encode(text, add_special_tokens=False)
+        ids, offsets = ours.encode_with_offsets(text, allowed_special="all")
+        assert ids == want.ids == ours.encode(text, allowed_special="all"), text
+        assert offsets == [tuple(o) for o in want.offsets], text
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(any_text, tricky_text))
+def test_offsets_equal_hf_on_arbitrary_strings(trained, hf_of, pattern, text):
+    want = hf_of[pattern].encode(text, add_special_tokens=False)
+    ids, offsets = trained[pattern].encode_with_offsets(text, allowed_special="all")
+    assert ids == want.ids
+    assert offsets == [tuple(o) for o in want.offsets]

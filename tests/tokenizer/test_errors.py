@@ -40,16 +40,32 @@ def test_id_outside_vocabulary(trained):
     ("text", "match"),
     [
         ("{not json", "not valid JSON"),
-        ('{"model": {"type": "WordPiece", "vocab": {}}}', 'unsupported model type "WordPiece"'),
+        ('{"model": {"type": "WordLevel", "vocab": {}}}', 'unsupported model type "WordLevel"'),
+        ('{"model": {"type": "WordPiece", "vocab": {}}}', 'WordPiece model has no string field "unk_token"'),
         (
-            '{"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": {"type": "Metaspace"}}',
-            'unsupported pre_tokenizer type "Metaspace".*supported: ByteLevel',
+            '{"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": {"type": "CharDelimiterSplit"}}',
+            'unsupported pre_tokenizer "CharDelimiterSplit".*supported: BertPreTokenizer',
         ),
         (
-            '{"model": {"type": "BPE", "vocab": {}, "merges": []}, "normalizer": {"type": "NFKC"}}',
+            '{"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"},'
+            ' "normalizer": {"type": "NFKC"}}',
             'unsupported normalizer type "NFKC" \\(supported: none, NFC\\)',
         ),
-        ('{"model": {"type": "BPE", "vocab": {}, "merges": [], "byte_fallback": true}}', "byte_fallback"),
+        (
+            '{"model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0]]},'
+            ' "normalizer": {"type": "Precompiled", "precompiled_charsmap": "AA=="}}',
+            "Precompiled normalizer: cannot read its charsmap",
+        ),
+        (
+            '{"model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0]]},'
+            ' "normalizer": {"type": "ByteLevel"}}',
+            'unsupported normalizer "ByteLevel"',
+        ),
+        (
+            '{"model": {"type": "BPE", "vocab": {}, "merges": [], "byte_fallback": true},'
+            ' "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}}',
+            "byte_fallback",
+        ),
         (
             (
                 '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]},'
@@ -57,7 +73,12 @@ def test_id_outside_vocabulary(trained):
             ),
             "not in the vocabulary",
         ),
-        ('{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}', "no ByteLevel"),
+        ('{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}', "not in the vocabulary"),
+        ('{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "dropout": 0.1}}', "dropout"),
+        (
+            '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "post_processor": {"type": "Other"}}',
+            'unsupported post_processor "Other"',
+        ),
     ],
 )
 def test_malformed_or_unsupported_tokenizer_json(text, match):

@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod subword;
 mod tokenizer;
 
 #[pymodule(gil_used = false)]
@@ -64,6 +65,7 @@ mod _native {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        crate::tokenizer::register(m)
+        crate::tokenizer::register(m)?;
+        crate::subword::register(m)
     }
 }

@@ -21,17 +21,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BpeTokenizer>()
 }
 
+/// `(ids, character offsets)` of [`BpeTokenizer::encode_with_offsets`].
+type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// `(ids, offsets)` of [`BpeTokenizer::encode_batch_flat`].
 type FlatIds<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>);
 
 /// A text argument: `str`, or `bytes` that must be UTF-8.
-enum Text {
+pub(crate) enum Text {
     Str(PyBackedStr),
     Bytes(PyBackedBytes),
 }
 
 impl Text {
-    fn extract(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+    pub(crate) fn extract(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
         if let Ok(s) = obj.cast::<PyString>() {
             return s.clone().try_into().map(Text::Str).map_err(|e: PyErr| {
                 if e.is_instance_of::<PyUnicodeEncodeError>(obj.py()) {
@@ -57,7 +60,7 @@ impl Text {
     }
 
     /// The text as `&str`; invalid UTF-8 bytes are an error naming the offset.
-    fn as_str(&self) -> Result<&str, Error> {
+    pub(crate) fn as_str(&self) -> Result<&str, Error> {
         match self {
             Text::Str(s) => Ok(s),
             Text::Bytes(b) => std::str::from_utf8(b).map_err(|e| {
@@ -70,7 +73,7 @@ impl Text {
     }
 }
 
-fn parse_allowed(obj: Option<&Bound<'_, PyAny>>) -> PyResult<AllowedSpecial> {
+pub(crate) fn parse_allowed(obj: Option<&Bound<'_, PyAny>>) -> PyResult<AllowedSpecial> {
     let Some(obj) = obj else {
         return Ok(AllowedSpecial::None);
     };
@@ -107,13 +110,13 @@ fn parse_pattern(pattern: &str) -> PyResult<Pattern> {
 /// 1-thread `encode_batch` 413 -> 312 ms). Lists of ints cannot form cycles, and the GIL is held for
 /// the guard's whole life, so no other Python code sees the pause; the deferred collection runs at
 /// the next allocation after it.
-struct GcPause<'py> {
+pub(crate) struct GcPause<'py> {
     was_enabled: bool,
     _gil: Python<'py>,
 }
 
 impl<'py> GcPause<'py> {
-    fn new(py: Python<'py>) -> Self {
+    pub(crate) fn new(py: Python<'py>) -> Self {
         // SAFETY: the GIL is held: the guard keeps the `Python` token for its whole life.
         let was_enabled = unsafe { pyo3::ffi::PyGC_Disable() } != 0;
         GcPause { was_enabled, _gil: py }
@@ -263,6 +266,25 @@ impl BpeTokenizer {
         let t = &self.inner;
         let ids = py.detach(|| t.encode(text.as_str()?, &allowed)).map_err(to_pyerr)?;
         self.id_list(py, &ids)
+    }
+
+    /// Encodes one text to `(ids, offsets)`, offsets being `(start, end)` character positions.
+    #[pyo3(signature = (text, allowed_special = None))]
+    fn encode_with_offsets<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<IdsOffsets> {
+        let text = Text::extract(text)?;
+        let allowed = parse_allowed(allowed_special)?;
+        let t = &self.inner;
+        py.detach(|| {
+            let s = text.as_str()?;
+            let (ids, offsets) = t.encode_with_offsets(s, &allowed)?;
+            Ok((ids, alignfw_core::pipeline::char_offsets(s, &offsets)))
+        })
+        .map_err(to_pyerr)
     }
 
     /// Encodes many texts in parallel (rayon's pool, or a pool of `num_threads`).
@@ -427,7 +449,7 @@ impl BpeTokenizer {
     }
 }
 
-fn extract_texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Text>> {
+pub(crate) fn extract_texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Text>> {
     if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
         return Err(to_pyerr(Error::InvalidInput(
             "texts must be a sequence of texts, not a single text".into(),

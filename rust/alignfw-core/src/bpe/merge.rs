@@ -5,6 +5,7 @@
 //! over a small vector (fastest for the typical 1–20 symbols); long ones use a binary heap over a linked
 //! list of symbols, O(n log n), so that a 10 MB piece without whitespace is not quadratic.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -95,25 +96,41 @@ impl MergeMap {
         }
     }
 
-    /// Heap over a doubly linked list of symbols, as Hugging Face's `Word::merge_all`.
+    /// Heap over a doubly linked list of symbols, as Hugging Face's `Word::merge_all`. Its buffers are
+    /// kept per thread, so long pieces (unspaced CJK text) allocate nothing.
     pub fn apply_heap(&self, ids: &mut Vec<u32>) {
         let n = ids.len();
         if n < 2 {
             return;
         }
+        HEAP_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => self.apply_heap_with(ids, &mut s),
+            Err(_) => self.apply_heap_with(ids, &mut HeapScratch::default()),
+        })
+    }
+
+    fn apply_heap_with(&self, ids: &mut Vec<u32>, s: &mut HeapScratch) {
         const NIL: u32 = u32::MAX;
-        let mut prev: Vec<u32> = (0..n as u32).map(|i| if i == 0 { NIL } else { i - 1 }).collect();
-        let mut next: Vec<u32> = (1..=n as u32).map(|i| if i as usize == n { NIL } else { i }).collect();
-        let mut alive = vec![true; n];
+        // `prev[i] == DEAD`: symbol i was merged into its left neighbour.
+        const DEAD: u32 = u32::MAX - 1;
+        let n = ids.len();
+        let HeapScratch { prev, next, heap } = s;
+        prev.clear();
+        prev.extend((0..n as u32).map(|i| if i == 0 { NIL } else { i - 1 }));
+        next.clear();
+        next.extend((1..=n as u32).map(|i| if i as usize == n { NIL } else { i }));
         // Entries: (rank, position of the left symbol, merged id); min-heap via Reverse.
-        let mut heap: BinaryHeap<Reverse<(u32, u32, u32)>> = ids
-            .windows(2)
-            .enumerate()
-            .filter_map(|(i, w)| self.get(w[0], w[1]).map(|(r, m)| Reverse((r, i as u32, m))))
-            .collect();
-        while let Some(Reverse((_rank, pos, new_id))) = heap.pop() {
+        let mut entries = std::mem::take(heap).into_vec();
+        entries.clear();
+        entries.extend(
+            ids.windows(2)
+                .enumerate()
+                .filter_map(|(i, w)| self.get(w[0], w[1]).map(|(r, m)| Reverse((r, i as u32, m)))),
+        );
+        let mut queue = BinaryHeap::from(entries);
+        while let Some(Reverse((_rank, pos, new_id))) = queue.pop() {
             let pos = pos as usize;
-            if !alive[pos] || next[pos] == NIL {
+            if prev[pos] == DEAD || next[pos] == NIL {
                 continue;
             }
             let right = next[pos] as usize;
@@ -123,7 +140,7 @@ impl MergeMap {
                 _ => continue,
             }
             ids[pos] = new_id;
-            alive[right] = false;
+            prev[right] = DEAD;
             next[pos] = next[right];
             if next[right] != NIL {
                 prev[next[right] as usize] = pos as u32;
@@ -131,25 +148,38 @@ impl MergeMap {
             if prev[pos] != NIL {
                 let p = prev[pos] as usize;
                 if let Some((r, m)) = self.get(ids[p], ids[pos]) {
-                    heap.push(Reverse((r, p as u32, m)));
+                    queue.push(Reverse((r, p as u32, m)));
                 }
             }
             if next[pos] != NIL {
                 let q = next[pos] as usize;
                 if let Some((r, m)) = self.get(ids[pos], ids[q]) {
-                    heap.push(Reverse((r, pos as u32, m)));
+                    queue.push(Reverse((r, pos as u32, m)));
                 }
             }
         }
+        *heap = queue;
         let mut w = 0;
         for r in 0..n {
-            if alive[r] {
+            if prev[r] != DEAD {
                 ids[w] = ids[r];
                 w += 1;
             }
         }
         ids.truncate(w);
     }
+}
+
+/// Reusable buffers of [`MergeMap::apply_heap`].
+#[derive(Default)]
+struct HeapScratch {
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    heap: BinaryHeap<Reverse<(u32, u32, u32)>>,
+}
+
+thread_local! {
+    static HEAP_SCRATCH: RefCell<HeapScratch> = RefCell::new(HeapScratch::default());
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub mod bytelevel;
 mod hf;
 pub mod merge;
 pub mod pretokenize;
-mod train;
+pub(crate) mod train;
 pub mod unicode;
 
 use std::borrow::Cow;
@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
@@ -34,35 +33,10 @@ use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 pub use self::merge::MergeMap;
 pub use self::pretokenize::{Pattern, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN};
 pub use self::train::TrainerConfig;
+pub use crate::added::{AddedToken, AllowedSpecial};
+use crate::added::{AddedVocab, Piece, Splitter};
 use crate::error::{Error, Result};
-
-/// A token added on top of the BPE vocabulary (Hugging Face's `AddedToken`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddedToken {
-    pub id: u32,
-    pub content: String,
-    /// Special tokens (`<|endoftext|>`) are matched only when the caller allows them.
-    pub special: bool,
-    pub single_word: bool,
-    pub lstrip: bool,
-    pub rstrip: bool,
-    pub normalized: bool,
-}
-
-impl AddedToken {
-    /// A special token with Hugging Face's defaults for special tokens.
-    pub fn special(id: u32, content: &str) -> Self {
-        AddedToken {
-            id,
-            content: content.to_string(),
-            special: true,
-            single_word: false,
-            lstrip: false,
-            rstrip: false,
-            normalized: false,
-        }
-    }
-}
+use crate::pipeline::normalized::Normalized;
 
 /// One step of the pre-tokenizer, in Hugging Face's terms.
 #[derive(Debug, Clone)]
@@ -82,18 +56,6 @@ pub enum PreStep {
 pub enum Normalizer {
     None,
     Nfc,
-}
-
-/// Which special tokens [`Tokenizer::encode`] may produce from their spelling in the text.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum AllowedSpecial {
-    /// None: special-token spellings are encoded as plain text (the safe default).
-    #[default]
-    None,
-    /// Every special token.
-    All,
-    /// Only these.
-    Some(Vec<String>),
 }
 
 /// Everything a [`Tokenizer`] is built from; what `tokenizer.json`, `vocab.json` + `merges.txt` and the
@@ -117,6 +79,9 @@ pub struct Parts {
 
 const NO_ID: u32 = u32::MAX;
 
+/// Ids and their `(start, end)` byte offsets.
+pub type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// A byte-level BPE tokenizer. Immutable once built, `Send + Sync`, cheap to share behind an `Arc`.
 pub struct Tokenizer {
     uid: u64,
@@ -134,10 +99,11 @@ pub struct Tokenizer {
     merges: MergeMap,
     parts: Parts,
     unk_id: Option<u32>,
-    matcher_all: Option<(AhoCorasick, Vec<u32>)>,
-    matcher_plain: Option<(AhoCorasick, Vec<u32>)>,
+    added: AddedVocab,
     /// The whole pre-tokenizer is one regex split with no prefix space: the fast path.
     single_split: Option<Pattern>,
+    /// `Some(add_prefix_space)` when offsets are trimmed (a `ByteLevel` post-processor says so).
+    trim_offsets: Option<bool>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -148,17 +114,6 @@ impl std::fmt::Debug for Tokenizer {
             .field("added", &self.parts.added.len())
             .finish()
     }
-}
-
-fn matcher(tokens: &[&AddedToken]) -> Result<Option<(AhoCorasick, Vec<u32>)>> {
-    if tokens.is_empty() {
-        return Ok(None);
-    }
-    let ac = AhoCorasick::builder()
-        .match_kind(MatchKind::LeftmostLongest)
-        .build(tokens.iter().map(|t| t.content.as_str()))
-        .map_err(|e| Error::TokenizerFormat(format!("cannot index added tokens: {e}")))?;
-    Ok(Some((ac, tokens.iter().map(|t| t.id).collect())))
 }
 
 impl Tokenizer {
@@ -179,12 +134,6 @@ impl Tokenizer {
         }
         for t in &parts.added {
             max_id = max_id.max(t.id as i64);
-            if t.content.is_empty() {
-                return Err(Error::TokenizerFormat(format!(
-                    "added token {} has empty content",
-                    t.id
-                )));
-            }
         }
         let size = (max_id + 1) as usize;
         let n_tokens = parts.vocab.len() + parts.added.len();
@@ -259,8 +208,8 @@ impl Tokenizer {
             ),
             None => None,
         };
-        let all: Vec<&AddedToken> = parts.added.iter().collect();
-        let plain: Vec<&AddedToken> = parts.added.iter().filter(|t| !t.special).collect();
+        let normalizer = parts.normalizer;
+        let added = AddedVocab::new(parts.added.clone(), &|c| normalize(normalizer, c).into_owned())?;
         let single_split = match parts.steps.as_slice() {
             [PreStep::ByteLevel {
                 add_prefix_space: false,
@@ -285,9 +234,9 @@ impl Tokenizer {
             byte_ids,
             merges,
             unk_id,
-            matcher_all: matcher(&all)?,
-            matcher_plain: matcher(&plain)?,
+            added,
             single_split,
+            trim_offsets: trims_offsets(&parts.post_processor),
             parts,
         })
     }
@@ -351,109 +300,173 @@ impl Tokenizer {
     /// added tokens are always recognised (as Hugging Face does). Equals Hugging Face
     /// `Tokenizer.encode(text, add_special_tokens=False).ids` when every special token is allowed.
     pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Result<Vec<u32>> {
-        let custom = self.custom_matcher(allowed)?;
-        self.encode_with(text, self.matcher_for(allowed, &custom))
+        let splitter = self.splitter(allowed)?;
+        self.encode_with(text, &splitter)
     }
 
-    /// The added-token matcher for an explicit set of allowed special tokens (`None` otherwise).
-    fn custom_matcher(&self, allowed: &AllowedSpecial) -> Result<Option<(AhoCorasick, Vec<u32>)>> {
-        let AllowedSpecial::Some(names) = allowed else {
-            return Ok(None);
-        };
-        for n in names {
-            if !self.parts.added.iter().any(|t| t.special && &t.content == n) {
-                return Err(Error::InvalidInput(format!(
-                    "{n:?} is not a special token of this tokenizer"
-                )));
-            }
-        }
-        let chosen: Vec<&AddedToken> = self
-            .parts
-            .added
-            .iter()
-            .filter(|t| !t.special || names.contains(&t.content))
-            .collect();
-        matcher(&chosen)
+    fn splitter(&self, allowed: &AllowedSpecial) -> Result<Cow<'_, Splitter>> {
+        let n = self.parts.normalizer;
+        self.added.splitter(allowed, &|c| normalize(n, c).into_owned())
     }
 
-    fn matcher_for<'a>(
-        &'a self,
-        allowed: &AllowedSpecial,
-        custom: &'a Option<(AhoCorasick, Vec<u32>)>,
-    ) -> Option<&'a (AhoCorasick, Vec<u32>)> {
-        match allowed {
-            AllowedSpecial::None => self.matcher_plain.as_ref(),
-            AllowedSpecial::All => self.matcher_all.as_ref(),
-            AllowedSpecial::Some(_) => custom.as_ref(),
-        }
-    }
-
-    fn encode_with(&self, text: &str, matcher: Option<&(AhoCorasick, Vec<u32>)>) -> Result<Vec<u32>> {
+    /// Hugging Face's order: tokens with `normalized = false` are split off the raw text, then tokens
+    /// with `normalized = true` off each normalized stretch between them ([`crate::added`]).
+    fn encode_with(&self, text: &str, splitter: &Splitter) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         with_cache(self.uid, |cache| -> Result<()> {
-            match matcher {
-                None => self.encode_segment(text, cache, &mut out),
-                Some((ac, ids)) => {
-                    let mut last = 0;
-                    for m in ac.find_iter(text) {
-                        // As Hugging Face: `single_word` judges the bare match, `lstrip`/`rstrip` then widen it.
-                        let Some((start, end)) = self.single_word_ok(text, m.start(), m.end()) else {
-                            continue;
-                        };
-                        let (start, end) = self.strip_bounds(text, start, end);
-                        if start < last {
-                            continue;
-                        }
-                        self.encode_segment(&text[last..start], cache, &mut out)?;
-                        out.push(ids[m.pattern().as_usize()]);
-                        last = end;
-                    }
-                    self.encode_segment(&text[last..], cache, &mut out)
-                }
+            if splitter.is_empty() {
+                return self.encode_segment(text, cache, &mut out);
             }
+            let mut result = Ok(());
+            let mut on_raw = |piece: Piece| match piece {
+                Piece::Token(id, _) => out.push(id),
+                Piece::Text(r) if result.is_ok() => {
+                    result = match &splitter.normalized {
+                        None => self.encode_segment(&text[r], cache, &mut out),
+                        Some(m) => {
+                            let seg = normalize(self.parts.normalizer, &text[r]);
+                            let mut inner = Ok(());
+                            m.split(&seg, &mut |p| match p {
+                                Piece::Token(id, _) => out.push(id),
+                                Piece::Text(r2) if inner.is_ok() => {
+                                    inner = self.encode_segment(&seg[r2], cache, &mut out)
+                                }
+                                Piece::Text(_) => {}
+                            });
+                            inner
+                        }
+                    }
+                }
+                Piece::Text(_) => {}
+            };
+            match &splitter.raw {
+                Some(m) => m.split(text, &mut on_raw),
+                None => on_raw(Piece::Text(0..text.len())),
+            }
+            result
         })?;
         Ok(out)
     }
 
-    /// Widens an added-token match over whitespace on the sides its `lstrip` / `rstrip` flags name.
-    fn strip_bounds(&self, text: &str, start: usize, end: usize) -> (usize, usize) {
-        let tok = self.added_for_content(&text[start..end]);
-        let (mut s, mut e) = (start, end);
-        if let Some(t) = tok {
-            if t.lstrip {
-                s = text[..s].trim_end_matches(char::is_whitespace).len();
+    /// Ids and byte offsets into `text`, as Hugging Face's `Encoding.offsets` (before their conversion
+    /// to characters): a token that ends or starts inside a character covers the whole character, and a
+    /// `ByteLevel` post-processor with `trim_offsets` moves offsets off leading and trailing spaces.
+    pub fn encode_with_offsets(&self, text: &str, allowed: &AllowedSpecial) -> Result<IdsAndOffsets> {
+        let splitter = self.splitter(allowed)?;
+        let (mut ids, mut offsets) = (Vec::new(), Vec::new());
+        let mut result = Ok(());
+        with_cache(self.uid, |cache| {
+            let mut on_raw = |piece: Piece| match piece {
+                Piece::Token(id, r) => {
+                    ids.push(id);
+                    offsets.push((r.start, r.end));
+                }
+                Piece::Text(r) if result.is_ok() => {
+                    let mut n = Normalized::new(&text[r.clone()], r.start);
+                    if self.parts.normalizer == Normalizer::Nfc {
+                        n.nfc();
+                    }
+                    match &splitter.normalized {
+                        None => result = self.offsets_segment(n, cache, &mut ids, &mut offsets),
+                        Some(m) => {
+                            let mut parts = Vec::new();
+                            m.split(&n.text, &mut |p| parts.push(p));
+                            for p in parts {
+                                match p {
+                                    Piece::Token(id, r2) => {
+                                        let (a, b) = n.span(r2.start, r2.end);
+                                        ids.push(id);
+                                        offsets.push((a as usize, b as usize));
+                                    }
+                                    Piece::Text(r2) if result.is_ok() => {
+                                        let seg = n.slice(r2.start, r2.end);
+                                        result = self.offsets_segment(seg, cache, &mut ids, &mut offsets);
+                                    }
+                                    Piece::Text(_) => {}
+                                }
+                            }
+                        }
+                    }
+                }
+                Piece::Text(_) => {}
+            };
+            match &splitter.raw {
+                Some(m) => m.split(text, &mut on_raw),
+                None if text.is_empty() => {}
+                None => on_raw(Piece::Text(0..text.len())),
             }
-            if t.rstrip {
-                e = text.len() - text[e..].trim_start_matches(char::is_whitespace).len();
+        });
+        result?;
+        if let Some(add_prefix_space) = self.trim_offsets {
+            for (i, (&id, off)) in ids.iter().zip(offsets.iter_mut()).enumerate() {
+                trim_offsets(self.id_to_token(id).unwrap_or_default(), i, off, add_prefix_space);
             }
         }
-        (s, e)
+        Ok((ids, offsets))
     }
 
-    /// Rejects a `single_word` token's match inside a word (Hugging Face's rule: neighbours must not be
-    /// alphanumeric or `_`).
-    fn single_word_ok(&self, text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
-        let word = |c: char| c.is_alphanumeric() || c == '_';
-        match self.added_for_content(&text[start..end]) {
-            Some(t) if t.single_word => {
-                let before = text[..start].chars().next_back().is_some_and(word);
-                let after = text[end..].chars().next().is_some_and(word);
-                (!before && !after).then_some((start, end))
+    /// Pre-tokenizes one normalized stretch (keeping alignments) and appends its tokens and offsets.
+    fn offsets_segment(
+        &self,
+        n: Normalized,
+        cache: &mut PieceCache,
+        ids: &mut Vec<u32>,
+        offsets: &mut Vec<(usize, usize)>,
+    ) -> Result<()> {
+        if n.is_empty() {
+            return Ok(());
+        }
+        let mut pieces = vec![n];
+        for step in &self.parts.steps {
+            let mut next = Vec::with_capacity(pieces.len());
+            for mut piece in pieces {
+                let pattern = match step {
+                    PreStep::Split(p) => Some(p),
+                    PreStep::ByteLevel {
+                        add_prefix_space,
+                        use_regex,
+                        ..
+                    } => {
+                        if *add_prefix_space && !piece.text.starts_with(' ') {
+                            piece.prepend(" ");
+                        }
+                        use_regex.then_some(&Pattern::Gpt2)
+                    }
+                };
+                match pattern {
+                    Some(p) => {
+                        let base = piece.text.as_ptr() as usize;
+                        let mut ranges = Vec::new();
+                        p.split(&piece.text, &mut |x: &str| {
+                            let at = x.as_ptr() as usize - base;
+                            ranges.push((at, at + x.len()));
+                        })?;
+                        next.extend(ranges.into_iter().map(|(a, b)| piece.slice(a, b)));
+                    }
+                    None => next.push(piece),
+                }
             }
-            _ => Some((start, end)),
+            pieces = next;
         }
-    }
-
-    fn added_for_content(&self, content: &str) -> Option<&AddedToken> {
-        if self
-            .parts
-            .added
-            .iter()
-            .all(|t| !(t.lstrip || t.rstrip || t.single_word))
-        {
-            return None;
+        let mut piece_ids = Vec::new();
+        for piece in &pieces {
+            piece_ids.clear();
+            self.encode_piece(piece.text.as_bytes(), cache, &mut piece_ids);
+            let mut at = 0usize;
+            for &id in &piece_ids {
+                // Byte-level tokens stand for their bytes; an unknown byte for one byte.
+                let len = match self.id_to_bytes(id) {
+                    Some(b) if Some(id) != self.unk_id => b.len(),
+                    _ => 1,
+                };
+                let end = (at + len).min(piece.text.len());
+                let (a, b) = piece.span(at, end);
+                ids.push(id);
+                offsets.push((a as usize, b as usize));
+                at = end;
+            }
         }
-        self.parts.added.iter().find(|t| t.content == content)
+        Ok(())
     }
 
     /// The pieces BPE would merge within, after normalization and pre-tokenization (added tokens are
@@ -483,10 +496,7 @@ impl Tokenizer {
         if text.is_empty() {
             return Ok(());
         }
-        let text: Cow<str> = match self.parts.normalizer {
-            Normalizer::Nfc if is_nfc_quick(text.chars()) != IsNormalized::Yes => Cow::Owned(text.nfc().collect()),
-            _ => Cow::Borrowed(text),
-        };
+        let text = normalize(self.parts.normalizer, text);
         if let Some(p) = &self.single_split {
             return p.split(&text, &mut |piece| f(piece));
         }
@@ -545,12 +555,32 @@ impl Tokenizer {
             return;
         }
         let key = short_key(piece);
+        if let Some(k) = key {
+            // First level: a direct-mapped table small enough to stay in L2, with one- and two-id
+            // results stored inline (the frequent pieces of natural text hit here).
+            let slot = &cache.hot[hot_index(k)];
+            if slot.0 == k {
+                match slot.1 >> 62 {
+                    1 => out.push(slot.1 as u32),
+                    2 => out.extend_from_slice(&[(slot.1 >> 31) as u32 & HOT_ID_MASK, slot.1 as u32 & HOT_ID_MASK]),
+                    _ => {
+                        let (start, len) = ((slot.1 >> 32) as u32 & 0x3fff_ffff, slot.1 as u32);
+                        out.extend_from_slice(&cache.arena[start as usize..(start + len) as usize]);
+                    }
+                }
+                return;
+            }
+        }
         let hit = match key {
             Some(k) => cache.short.get(&k),
             None => cache.long.get(piece),
         };
         if let Some(&(start, len)) = hit {
-            out.extend_from_slice(&cache.arena[start as usize..(start + len) as usize]);
+            let ids = &cache.arena[start as usize..(start + len) as usize];
+            out.extend_from_slice(ids);
+            if let Some(k) = key {
+                cache.hot[hot_index(k)] = (k, hot_value(ids, start));
+            }
             return;
         }
         self.merge_piece(piece, &mut cache.scratch_ids, &mut cache.scratch_pairs);
@@ -558,11 +588,17 @@ impl Tokenizer {
         if cache.short.len() + cache.long.len() >= MAX_CACHE_ENTRIES || cache.arena.len() >= MAX_CACHE_IDS {
             cache.clear();
         }
-        let slot = (cache.arena.len() as u32, cache.scratch_ids.len() as u32);
+        let start = cache.arena.len() as u32;
+        let slot = (start, cache.scratch_ids.len() as u32);
         cache.arena.extend_from_slice(&cache.scratch_ids);
         match key {
-            Some(k) => cache.short.insert(k, slot),
-            None => cache.long.insert(piece.into(), slot),
+            Some(k) => {
+                cache.short.insert(k, slot);
+                cache.hot[hot_index(k)] = (k, hot_value(&cache.scratch_ids, start));
+            }
+            None => {
+                cache.long.insert(piece.into(), slot);
+            }
         };
     }
 
@@ -590,18 +626,18 @@ impl Tokenizer {
         allowed: &AllowedSpecial,
         num_threads: Option<usize>,
     ) -> Result<Vec<Vec<u32>>> {
-        let custom = self.custom_matcher(allowed)?;
-        let matcher = self.matcher_for(allowed, &custom);
+        let splitter = self.splitter(allowed)?;
+        let splitter = splitter.as_ref();
         let run = || {
             texts
                 .par_iter()
                 .with_min_len(1)
-                .map(|t| self.encode_with(t.as_ref(), matcher))
+                .map(|t| self.encode_with(t.as_ref(), splitter))
                 .collect()
         };
         match num_threads {
             Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
-            Some(1) => texts.iter().map(|t| self.encode_with(t.as_ref(), matcher)).collect(),
+            Some(1) => texts.iter().map(|t| self.encode_with(t.as_ref(), splitter)).collect(),
             Some(n) => Ok(pool(n)?.install(run)?),
             None => run(),
         }
@@ -685,6 +721,46 @@ impl Tokenizer {
     }
 }
 
+/// Hugging Face's `ByteLevel` post-processor with `trim_offsets`: offsets move off the leading and
+/// trailing spaces (`Ġ`) of a token's spelling, except the one space `add_prefix_space` put before the
+/// first token.
+fn trim_offsets(spelling: &str, index: usize, off: &mut (usize, usize), add_prefix_space: bool) {
+    let space = |c: &char| *c == '\u{120}' || c.is_whitespace();
+    let mut leading = spelling.chars().take_while(space).count();
+    let trailing = spelling.chars().rev().take_while(space).count();
+    if leading > 0 {
+        if (index == 0 || off.0 == 0) && add_prefix_space && leading == 1 {
+            leading = 0;
+        }
+        off.0 = (off.0 + leading).min(off.1);
+    }
+    if trailing > 0 && off.1 >= trailing {
+        off.1 = off.1.saturating_sub(trailing).max(off.0);
+    }
+}
+
+/// `Some(add_prefix_space)` when the post-processor is (or contains) a `ByteLevel` with `trim_offsets`.
+fn trims_offsets(post: &Value) -> Option<bool> {
+    match post.get("type").and_then(Value::as_str) {
+        Some("ByteLevel") if post.get("trim_offsets").and_then(Value::as_bool).unwrap_or(true) => {
+            Some(post.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(true))
+        }
+        Some("Sequence") => post
+            .get("processors")
+            .and_then(Value::as_array)
+            .and_then(|l| l.iter().find_map(trims_offsets)),
+        _ => None,
+    }
+}
+
+/// `text` under the normalizer (borrowed when it changes nothing).
+fn normalize(n: Normalizer, text: &str) -> Cow<'_, str> {
+    match n {
+        Normalizer::Nfc if is_nfc_quick(text.chars()) != IsNormalized::Yes => Cow::Owned(text.nfc().collect()),
+        _ => Cow::Borrowed(text),
+    }
+}
+
 // --------------------------------------------------------------------------------------------------
 // Per-thread piece cache and thread pools
 
@@ -697,10 +773,32 @@ const MAX_CACHE_IDS: usize = 1 << 20;
 /// Caches kept per thread (one per recently used tokenizer).
 const MAX_CACHES_PER_THREAD: usize = 4;
 
+/// Slots of the first-level cache (64 Ki × 32 bytes = 2 MiB; 16 Ki measured 3% slower).
+const HOT_BITS: u32 = 16;
+/// Ids stored inline in a first-level slot use 31 bits.
+const HOT_ID_MASK: u32 = 0x7fff_ffff;
+
+#[inline(always)]
+fn hot_index(k: u128) -> usize {
+    let h = ((k as u64) ^ ((k >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> (64 - HOT_BITS)) as usize
+}
+
+/// A first-level slot's value: tag 1 = one id inline, 2 = two ids inline, 3 = `(arena start, len)`.
+#[inline(always)]
+fn hot_value(ids: &[u32], start: u32) -> u64 {
+    match ids {
+        [a] => (1 << 62) | *a as u64,
+        [a, b] if *a <= HOT_ID_MASK && *b <= HOT_ID_MASK => (2 << 62) | ((*a as u64) << 31) | *b as u64,
+        _ => (3 << 62) | ((start as u64) << 32) | ids.len() as u64,
+    }
+}
+
 /// Piece → ids. Pieces of up to 15 bytes (nearly all) are keyed inline by a `u128`, so a lookup
-/// touches no key allocation; ids live in one arena.
-#[derive(Default)]
+/// touches no key allocation; ids live in one arena. In front of the map, a direct-mapped table
+/// (`hot`, key 0 = empty: a real key's last byte is its non-zero length) answers most lookups.
 struct PieceCache {
+    hot: Box<[(u128, u64)]>,
     short: FxHashMap<u128, (u32, u32)>,
     long: FxHashMap<Box<[u8]>, (u32, u32)>,
     arena: Vec<u32>,
@@ -708,8 +806,22 @@ struct PieceCache {
     scratch_pairs: Vec<(u32, u32)>,
 }
 
+impl Default for PieceCache {
+    fn default() -> Self {
+        PieceCache {
+            hot: vec![(0u128, 0u64); 1 << HOT_BITS].into_boxed_slice(),
+            short: FxHashMap::default(),
+            long: FxHashMap::default(),
+            arena: Vec::new(),
+            scratch_ids: Vec::new(),
+            scratch_pairs: Vec::new(),
+        }
+    }
+}
+
 impl PieceCache {
     fn clear(&mut self) {
+        self.hot.fill((0, 0));
         self.short.clear();
         self.long.clear();
         self.arena.clear();
@@ -717,15 +829,42 @@ impl PieceCache {
 }
 
 /// The bytes of a piece of at most 15 bytes, zero-padded, with the length in the last byte.
+///
+/// Built from fixed-size (overlapping) loads rather than a variable-length copy, which compiles to a
+/// `memcpy` call per piece (7% of encoding time).
 #[inline(always)]
 fn short_key(piece: &[u8]) -> Option<u128> {
-    if piece.len() > 15 {
+    let n = piece.len();
+    if n > 15 {
         return None;
     }
-    let mut buf = [0u8; 16];
-    buf[..piece.len()].copy_from_slice(piece);
-    buf[15] = piece.len() as u8;
-    Some(u128::from_le_bytes(buf))
+    let low = low_bytes(&piece[..n.min(8)]);
+    let high = if n > 8 {
+        // Bytes 8..n: the last 8 bytes, shifted to drop the ones `low` already holds.
+        let last = u64::from_le_bytes(piece[n - 8..].try_into().expect("8 bytes"));
+        last >> (8 * (16 - n))
+    } else {
+        0
+    };
+    Some(low as u128 | ((high | (n as u64) << 56) as u128) << 64)
+}
+
+/// Up to 8 bytes as a little-endian `u64`, zero-padded.
+#[inline(always)]
+fn low_bytes(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 4 {
+        let first = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as u64;
+        let last = u32::from_le_bytes(b[n - 4..].try_into().expect("4 bytes")) as u64;
+        // `last` holds bytes n-4..n; keep those past byte 3.
+        first | (last >> (8 * (8 - n))) << 32
+    } else {
+        let mut x = 0u64;
+        for (i, &byte) in b.iter().enumerate() {
+            x |= (byte as u64) << (8 * i);
+        }
+        x
+    }
 }
 
 thread_local! {
@@ -754,7 +893,7 @@ fn with_cache<R>(uid: u64, f: impl FnOnce(&mut PieceCache) -> R) -> R {
 }
 
 /// A rayon pool of `n` threads, built once per size and reused so that its threads keep their caches.
-fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
+pub(crate) fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)

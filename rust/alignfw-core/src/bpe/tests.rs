@@ -190,3 +190,15 @@ fn vocab_merges_files_load() {
         Err(Error::TokenizerFormat(_))
     ));
 }
+
+#[test]
+fn short_keys_are_the_zero_padded_bytes_and_length() {
+    let bytes: Vec<u8> = (1..=16u8).map(|i| i * 13).collect();
+    for n in 0..=15 {
+        let mut buf = [0u8; 16];
+        buf[..n].copy_from_slice(&bytes[..n]);
+        buf[15] = n as u8;
+        assert_eq!(short_key(&bytes[..n]), Some(u128::from_le_bytes(buf)), "length {n}");
+    }
+    assert_eq!(short_key(&bytes), None);
+}

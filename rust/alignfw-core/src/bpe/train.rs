@@ -32,7 +32,15 @@ pub struct TrainerConfig {
     pub pattern: Pattern,
 }
 
-type Pair = (u32, u32);
+pub(crate) type Pair = (u32, u32);
+
+/// The id of `s`, added at the end of the vocabulary if new.
+pub(crate) fn add_token(s: String, id_to_word: &mut Vec<String>, word_to_id: &mut FxHashMap<String, u32>) -> u32 {
+    *word_to_id.entry(s.clone()).or_insert_with(|| {
+        id_to_word.push(s);
+        (id_to_word.len() - 1) as u32
+    })
+}
 
 /// A heap entry, ordered as Hugging Face's: highest count first, then the smallest pair.
 struct Merge {
@@ -111,12 +119,7 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
     let bl = byte_level();
     let mut id_to_word: Vec<String> = Vec::with_capacity(config.vocab_size.min(1 << 20));
     let mut word_to_id: FxHashMap<String, u32> = FxHashMap::default();
-    let add = |s: String, id_to_word: &mut Vec<String>, word_to_id: &mut FxHashMap<String, u32>| -> u32 {
-        *word_to_id.entry(s.clone()).or_insert_with(|| {
-            id_to_word.push(s);
-            (id_to_word.len() - 1) as u32
-        })
-    };
+    let add = add_token;
     for s in &config.special_tokens {
         if s.is_empty() {
             return Err(Error::InvalidInput("special tokens must not be empty".into()));
@@ -131,11 +134,59 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
         byte_id[bl.byte_of(c).expect("alphabet char") as usize] = id;
     }
 
-    let (mut words, counts): (Vec<Vec<u32>>, Vec<u64>) = word_counts
+    let (words, counts): (Vec<Vec<u32>>, Vec<u64>) = word_counts
         .into_iter()
         .map(|(w, c)| (w.bytes().map(|b| byte_id[b as usize]).collect(), c))
         .unzip();
+    let merges = learn_merges(
+        words,
+        &counts,
+        &mut id_to_word,
+        &mut word_to_id,
+        config.vocab_size,
+        config.min_frequency,
+        None,
+    );
 
+    let n_special = config.special_tokens.len();
+    let added = id_to_word[..n_special.min(id_to_word.len())]
+        .iter()
+        .map(|s| AddedToken::special(word_to_id[s], s))
+        .collect::<Vec<_>>();
+    Tokenizer::from_parts(Parts {
+        vocab: id_to_word
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect(),
+        merges: merges
+            .iter()
+            .map(|&(a, b)| (id_to_word[a as usize].clone(), id_to_word[b as usize].clone()))
+            .collect(),
+        added,
+        steps: steps_for(config.pattern.clone()),
+        normalizer: Normalizer::None,
+        ignore_merges: false,
+        unk_token: None,
+        fuse_unk: false,
+        post_processor: byte_level_json(),
+        decoder: byte_level_json(),
+    })
+}
+
+/// Hugging Face's `BpeTrainer` merge loop over `words` (symbol ids) with their `counts`: adds merged
+/// tokens to the vocabulary until it holds `vocab_size` tokens or no pair is seen `min_frequency` times,
+/// and returns the merges in order. With `prefix` (WordPiece's `##`), a merged token drops the prefix of
+/// its right part, as HF's trainer with `continuing_subword_prefix` does.
+pub(crate) fn learn_merges(
+    mut words: Vec<Vec<u32>>,
+    counts: &[u64],
+    id_to_word: &mut Vec<String>,
+    word_to_id: &mut FxHashMap<String, u32>,
+    vocab_size: usize,
+    min_frequency: u64,
+    prefix: Option<&str>,
+) -> Vec<Pair> {
     // Pair counts and, per pair, the words it occurs in.
     let (mut pair_counts, where_to_update) = words
         .par_iter()
@@ -189,7 +240,7 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
     let mut merges: Vec<Pair> = Vec::new();
     let mut changes: Vec<(Pair, i32)> = Vec::new();
     let mut where_to_update: FxHashMap<Pair, FxHashSet<u32>> = FxHashMap::default();
-    while word_to_id.len() < config.vocab_size {
+    while word_to_id.len() < vocab_size {
         let Some(mut top) = queue.pop() else { break };
         let current = pair_counts[&top.pair].max(0) as u64;
         if top.count != current {
@@ -197,11 +248,16 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
             queue.push(top);
             continue;
         }
-        if top.count < 1 || config.min_frequency > top.count {
+        if top.count < 1 || min_frequency > top.count {
             break;
         }
-        let new_token = format!("{}{}", id_to_word[top.pair.0 as usize], id_to_word[top.pair.1 as usize]);
-        let new_id = add(new_token, &mut id_to_word, &mut word_to_id);
+        let (left, right) = (&id_to_word[top.pair.0 as usize], &id_to_word[top.pair.1 as usize]);
+        let right = match prefix {
+            Some(p) => right.strip_prefix(p).unwrap_or(right),
+            None => right,
+        };
+        let new_token = format!("{left}{right}");
+        let new_id = add_token(new_token, id_to_word, word_to_id);
         merges.push(top.pair);
 
         // Merge inside every word that had the pair; collect the changes with the word they happened in.
@@ -250,31 +306,7 @@ fn train_words(word_counts: FxHashMap<&str, u64>, config: &TrainerConfig) -> Res
             }
         }
     }
-
-    let n_special = config.special_tokens.len();
-    let added = id_to_word[..n_special.min(id_to_word.len())]
-        .iter()
-        .map(|s| AddedToken::special(word_to_id[s], s))
-        .collect::<Vec<_>>();
-    Tokenizer::from_parts(Parts {
-        vocab: id_to_word
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.clone(), i as u32))
-            .collect(),
-        merges: merges
-            .iter()
-            .map(|&(a, b)| (id_to_word[a as usize].clone(), id_to_word[b as usize].clone()))
-            .collect(),
-        added,
-        steps: steps_for(config.pattern.clone()),
-        normalizer: Normalizer::None,
-        ignore_merges: false,
-        unk_token: None,
-        fuse_unk: false,
-        post_processor: byte_level_json(),
-        decoder: byte_level_json(),
-    })
+    merges
 }
 
 fn check_config(config: &TrainerConfig) -> Result<()> {

@@ -1,0 +1,236 @@
+//! Bindings of the WordPiece / SentencePiece-BPE / Unigram tokenizers (issue 14). Registers
+//! `SubwordTokenizer` and `is_byte_level_json` on `alignfw._native`.
+//!
+//! Same shape as the byte-level bindings: arguments checked under the GIL, work in `py.detach`
+//! (batches on rayon threads), results converted once.
+
+use std::sync::Arc;
+
+use alignfw_core::pipeline::{char_offsets, train_wordpiece, Encoding, Tokenizer, WordPieceTrainerConfig};
+use alignfw_core::Error;
+use numpy::{IntoPyArray, PyArray1};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyDict, PyList};
+
+use crate::errors::to_pyerr;
+use crate::tokenizer::{extract_texts, parse_allowed, GcPause, Text};
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<SubwordTokenizer>()?;
+    m.add_function(wrap_pyfunction!(is_byte_level_json, m)?)
+}
+
+/// Whether a `tokenizer.json` text describes a byte-level BPE (`BpeTokenizer`) rather than another
+/// family (`SubwordTokenizer`).
+#[pyfunction]
+fn is_byte_level_json(py: Python<'_>, json: PyBackedStr) -> PyResult<bool> {
+    py.detach(|| {
+        let root: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| Error::TokenizerFormat(format!("not valid JSON: {e}")))?;
+        Ok(alignfw_core::pipeline::is_byte_level(&root))
+    })
+    .map_err(to_pyerr)
+}
+
+/// `(ids, character offsets)` of [`SubwordTokenizer::encode_with_offsets`].
+type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
+/// `(ids, offsets)` of [`SubwordTokenizer::encode_batch_flat`].
+type FlatIds<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>);
+
+/// A WordPiece, SentencePiece-style BPE or Unigram tokenizer (private; use `alignfw.tokenizer.Tokenizer`).
+#[pyclass(module = "alignfw._native", name = "SubwordTokenizer", frozen)]
+pub struct SubwordTokenizer {
+    inner: Arc<Tokenizer>,
+}
+
+#[pymethods]
+impl SubwordTokenizer {
+    /// Parses a Hugging Face `tokenizer.json` string.
+    #[staticmethod]
+    fn from_json(py: Python<'_>, json: PyBackedStr) -> PyResult<Self> {
+        py.detach(|| Tokenizer::from_json(&json))
+            .map(|t| SubwordTokenizer { inner: Arc::new(t) })
+            .map_err(to_pyerr)
+    }
+
+    /// Trains a BERT-style WordPiece tokenizer (Hugging Face `WordPieceTrainer` semantics).
+    #[staticmethod]
+    #[pyo3(signature = (texts, vocab_size, min_frequency = 0, special_tokens = Vec::new(), limit_alphabet = None, unk_token = "[UNK]".to_string(), lowercase = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn train_wordpiece(
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        vocab_size: usize,
+        min_frequency: u64,
+        special_tokens: Vec<String>,
+        limit_alphabet: Option<usize>,
+        unk_token: String,
+        lowercase: bool,
+    ) -> PyResult<Self> {
+        let config = WordPieceTrainerConfig {
+            vocab_size,
+            min_frequency,
+            special_tokens,
+            limit_alphabet,
+            unk_token,
+            lowercase,
+        };
+        py.detach(|| train_wordpiece(&texts, &config))
+            .map(|t| SubwordTokenizer { inner: Arc::new(t) })
+            .map_err(to_pyerr)
+    }
+
+    /// Encodes one text to a list of ids.
+    #[pyo3(signature = (text, allowed_special = None, add_special_tokens = false))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+        add_special_tokens: bool,
+    ) -> PyResult<Vec<u32>> {
+        let text = Text::extract(text)?;
+        let allowed = parse_allowed(allowed_special)?;
+        let t = &self.inner;
+        py.detach(|| t.encode_ids(text.as_str()?, &allowed, add_special_tokens))
+            .map_err(to_pyerr)
+    }
+
+    /// Encodes one text to `(ids, offsets)`, offsets being `(start, end)` character positions.
+    #[pyo3(signature = (text, allowed_special = None, add_special_tokens = false))]
+    fn encode_with_offsets<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+        add_special_tokens: bool,
+    ) -> PyResult<IdsOffsets> {
+        let text = Text::extract(text)?;
+        let allowed = parse_allowed(allowed_special)?;
+        let t = &self.inner;
+        py.detach(|| {
+            let s = text.as_str()?;
+            let Encoding { ids, offsets } = t.encode(s, &allowed, add_special_tokens)?;
+            Ok((ids, char_offsets(s, &offsets)))
+        })
+        .map_err(to_pyerr)
+    }
+
+    /// Encodes many texts in parallel (rayon's pool, or a pool of `num_threads`).
+    #[pyo3(signature = (texts, allowed_special = None, num_threads = None, add_special_tokens = false))]
+    fn encode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+        num_threads: Option<usize>,
+        add_special_tokens: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let texts = extract_texts(texts)?;
+        let allowed = parse_allowed(allowed_special)?;
+        let t = &self.inner;
+        let batch = py
+            .detach(|| {
+                let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
+                t.encode_batch(&strs, &allowed, add_special_tokens, false, num_threads)
+            })
+            .map_err(to_pyerr)?;
+        let _paused = GcPause::new(py);
+        let lists = batch
+            .iter()
+            .map(|e| PyList::new(py, &e.ids))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, lists)
+    }
+
+    /// Encodes many texts into one flat `uint32` array of ids and `int64` offsets (`len(texts) + 1`).
+    #[pyo3(signature = (texts, allowed_special = None, num_threads = None, add_special_tokens = false))]
+    fn encode_batch_flat<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+        num_threads: Option<usize>,
+        add_special_tokens: bool,
+    ) -> PyResult<FlatIds<'py>> {
+        let texts = extract_texts(texts)?;
+        let allowed = parse_allowed(allowed_special)?;
+        let t = &self.inner;
+        let (ids, offsets) = py
+            .detach(|| -> Result<(Vec<u32>, Vec<i64>), Error> {
+                let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
+                let batch = t.encode_batch(&strs, &allowed, add_special_tokens, false, num_threads)?;
+                let mut offsets = Vec::with_capacity(batch.len() + 1);
+                offsets.push(0i64);
+                let mut ids = Vec::with_capacity(batch.iter().map(|e| e.ids.len()).sum());
+                for e in batch {
+                    ids.extend_from_slice(&e.ids);
+                    offsets.push(ids.len() as i64);
+                }
+                Ok((ids, offsets))
+            })
+            .map_err(to_pyerr)?;
+        Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
+    }
+
+    /// Decodes ids to text through the tokenizer's decoder.
+    #[pyo3(signature = (ids, skip_special_tokens = false))]
+    fn decode(&self, py: Python<'_>, ids: Vec<u32>, skip_special_tokens: bool) -> PyResult<String> {
+        let t = &self.inner;
+        py.detach(|| t.decode(&ids, skip_special_tokens)).map_err(to_pyerr)
+    }
+
+    /// Decodes many id sequences in parallel.
+    #[pyo3(signature = (batch, skip_special_tokens = false))]
+    fn decode_batch(&self, py: Python<'_>, batch: Vec<Vec<u32>>, skip_special_tokens: bool) -> PyResult<Vec<String>> {
+        let t = &self.inner;
+        py.detach(|| t.decode_batch(&batch, skip_special_tokens))
+            .map_err(to_pyerr)
+    }
+
+    /// The `tokenizer.json` text it was read from.
+    fn to_json(&self) -> String {
+        self.inner.to_json().to_string()
+    }
+
+    /// `"WordPiece"`, `"BPE"` (SentencePiece-style) or `"Unigram"`.
+    #[getter]
+    fn family(&self) -> &'static str {
+        self.inner.family()
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id).map(str::to_string)
+    }
+
+    /// `{spelling: id}` of every token, added tokens included.
+    fn get_vocab<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for id in 0..self.inner.vocab_size() as u32 {
+            if let Some(s) = self.inner.id_to_token(id) {
+                d.set_item(s, id)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// Added tokens as `(content, id, special)`, in file order.
+    fn added_tokens(&self) -> Vec<(String, u32, bool)> {
+        self.inner
+            .added_tokens()
+            .iter()
+            .map(|t| (t.content.clone(), t.id, t.special))
+            .collect()
+    }
+}
