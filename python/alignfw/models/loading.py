@@ -51,17 +51,21 @@ def parse_dtype(name: str, device: torch.device, option: str = "model.dtype") ->
 
 
 def native_tokenizer(path: str):
-    """alignfw's Rust tokenizer for a local directory's ``tokenizer.json`` when its family is
-    supported (byte-level BPE), else None (Hugging Face's tokenizer is used)."""
+    """alignfw's Rust tokenizer for a local directory's byte-level BPE ``tokenizer.json``, else
+    None (Hugging Face's tokenizer is used)."""
     from alignfw.tokenizer import Tokenizer
 
     file = Path(path) / "tokenizer.json"
     if not file.is_file():
         return None
     try:
-        return Tokenizer.from_file(file)
-    except TokenizerFormatError:  # another family (SentencePiece, WordPiece, ...): Hugging Face's
+        tok = Tokenizer.from_file(file)
+    except TokenizerFormatError:  # a component alignfw does not implement: Hugging Face's
         return None
+    # The other families load too (WordPiece, SentencePiece BPE, Unigram), but transformers may
+    # change their normalizer at load time (Llama's legacy / add_prefix_space), so the file and the
+    # live tokenizer can differ: until rollouts build from the live one, they use Hugging Face's.
+    return tok if tok.family == "ByteLevelBPE" else None
 
 
 def save_tokenizer(tokenizer: Any, path: str | Path) -> None:
