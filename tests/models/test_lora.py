@@ -17,10 +17,10 @@ import sys
 import pytest
 import torch
 from helpers import demo_trainer, run_cli
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignfw.exceptions import ConfigError
-from alignfw.models import forward_hidden, resolve_model_path, response_logprobs
+from alignfw.models import forward_hidden, response_logprobs
 from alignfw.models.adapters import AdapterFreeReference, LoraOptions
 from alignfw.plugins.models.hf import HFModelConfig, build_hf_model
 
@@ -29,21 +29,6 @@ peft = pytest.importorskip("peft")
 ALGOS = ["dpo", "grpo", "ppo", "reinforce", "reward_model", "rloo", "sft", "sft_ranking"]
 PROMPTS = ["translate: cat 1 =", "translate: dog 22 ="]
 RESPONSES = [" nyan 1 koru", " wan wan"]
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    d = tmp_path_factory.mktemp("llama")
-    tiny = resolve_model_path("builtin:tiny")
-    tok = AutoTokenizer.from_pretrained(tiny)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )  # fmt: skip
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
 
 
 def _lora(**kw) -> LoraOptions:

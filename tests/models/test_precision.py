@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from alignfw.config import RunConfig
-from alignfw.models import resolve_model_path
 from alignfw.plugins.algorithms.sft import SFT, SFTConfig
 from alignfw.plugins.models.hf import HFModelConfig, build_hf_model
 from alignfw.registry import BuildContext
@@ -24,21 +22,6 @@ from alignfw.types import Record
 LOSS_RTOL = 10 * 2.0**-9
 #: fp16 keeps 11 significant bits: the same bound with one rounding of 2^-12
 FP16_LOSS_RTOL = 10 * 2.0**-12
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    d = tmp_path_factory.mktemp("llama")
-    tiny = resolve_model_path("builtin:tiny")
-    tok = AutoTokenizer.from_pretrained(tiny)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )  # fmt: skip
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
 
 
 RECORDS = [Record(prompt=f"translate: cat {i} =", response=f" nyan {i} koru") for i in range(8)]
