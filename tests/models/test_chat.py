@@ -46,11 +46,10 @@ def toks():
     out = {}
     for family in FAMILIES:
         hf = hf_tokenizer(family)
-        try:
-            fast = Tokenizer.from_str(hf.backend_tokenizer.to_str())
-        except Exception:  # SentencePiece-style (Metaspace): Hugging Face's tokenizer serves it
-            fast = None
-        out[family] = (hf, fast)
+        fast = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+        # as in models.native_tokenizer: rollouts use alignfw's tokenizer for byte-level BPE only,
+        # Hugging Face's serves the SentencePiece-style (Metaspace) family
+        out[family] = (hf, fast if fast.family == "ByteLevelBPE" else None)
     return out
 
 
@@ -63,8 +62,13 @@ def _prompt(tok, messages) -> ChatText:
     return chat.render_conversation(tok, Conversation(prompt=messages))["prompt"]
 
 
-def test_rust_tokenizer_loads_the_byte_level_families_only(toks):
+def test_rollouts_use_the_rust_tokenizer_for_byte_level_families_only(toks, tmp_path):
+    from alignfw.models import native_tokenizer
+
     assert toks["llama3"][1] is not None and toks["qwen2"][1] is not None
+    toks["mistral"][0].save_pretrained(tmp_path)
+    assert Tokenizer.from_file(tmp_path / "tokenizer.json").family == "BPE"  # alignfw loads it...
+    assert native_tokenizer(str(tmp_path)) is None  # ...but encoding it stays with Hugging Face's
     assert toks["mistral"][1] is None
 
 
