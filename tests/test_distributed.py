@@ -59,9 +59,7 @@ OFFLINE = {
 @pytest.mark.parametrize("algo", sorted(OFFLINE))
 def test_offline_step_on_two_ranks_equals_one_process(tmp_path: Path, algo: str) -> None:
     """One step: each rank takes 4 of the 8 records and DDP averages the gradients; one process
-    takes all 8 in two micro-batches of 4. The trained weights must agree. (The online algorithms
-    sample with one random stream per rank, so their 1- and 2-process runs see different samples;
-    their global statistics are checked below.)"""
+    takes all 8 in two micro-batches of 4. The trained weights must agree."""
     common = [f"+algo={algo}", *OFFLINE[algo], "run.steps=1", "run.batch_size=8", "algo.micro_batch_size=4", "algo.warmup_steps=0"]
     common += ["algo.lr=1e-3", "run.eval_size=0", "run.progress=false"]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -78,6 +76,47 @@ def test_offline_step_on_two_ranks_equals_one_process(tmp_path: Path, algo: str)
     m1, m2 = metrics(one)[-1], metrics(two)[-1]
     assert m2["loss/total"] == pytest.approx(m1["loss/total"], rel=1e-5)
     assert m2["grad_norm"] == pytest.approx(m1["grad_norm"], rel=1e-4)
+
+
+#: online algorithm -> (options of one process, options of each of two) at the same global batch:
+#: one process accumulates the two minibatches each rank takes in one
+ONLINE = {
+    "ppo": (["algo.minibatch_size=4", "algo.grad_accum=2"], ["algo.minibatch_size=4", "algo.grad_accum=1"]),
+    "grpo": (["algo.minibatch_size=8", "algo.grad_accum=2"], ["algo.minibatch_size=8", "algo.grad_accum=1"]),
+    "rloo": (["algo.minibatch_size=8", "algo.grad_accum=2"], ["algo.minibatch_size=8", "algo.grad_accum=1"]),
+    "reinforce": (["algo.minibatch_size=4"], ["algo.minibatch_size=4"]),
+}
+
+
+@pytest.mark.parametrize("algo", sorted(ONLINE))
+def test_online_steps_on_two_ranks_equal_one_process(tmp_path: Path, algo: str) -> None:
+    """Two steps of 8 prompts: each rank samples its 4 prompts with the seeds one process gives
+    them (``alignfw.rollout.sampling_stream``: by step and global index), so both runs draw the
+    same responses, the same rewards and, with global whitening, KL and loss normalisation, train
+    the same weights; the held-out evaluations (sharded over ranks) agree too."""
+    one_opts, two_opts = ONLINE[algo]
+    # Adam's eps at 1e-4: the key bias has no gradient in exact arithmetic (softmax ignores a shift
+    # shared by all keys), and with eps 1e-8 Adam turns its ~1e-10 rounding noise into lr-sized steps
+    common = [f"+algo={algo}", "+reward=bleu", "run.steps=2", "run.batch_size=8", "algo.lr=1e-3", "algo.adam_eps=1e-4", *TINY]
+    if algo in ("grpo", "rloo"):
+        common.append("algo.num_generations=2")
+    if algo in ("ppo", "grpo", "rloo"):
+        common.append("algo.ppo_epochs=2")  # the second epoch scores with updated weights: ratios != 1
+    one, two = tmp_path / "one", tmp_path / "two"
+    ok(run_cli(*common, *one_opts, f"run.output_dir={one}", cwd=tmp_path))
+    ok(torchrun(*common, *two_opts, f"run.output_dir={two}", cwd=tmp_path))
+    m1, m2 = metrics(one), metrics(two)
+    assert [r["step"] for r in m1] == [r["step"] for r in m2] == [0, 1, 2, 2]
+    for a, b in zip(m1, m2):
+        for k in ("reward/mean", "response/length", "eval/reward", "eval/length", "eval/kl", "kl/seq", "loss/total"):
+            if k in a:
+                assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), f"step {a['step']}: {k} differs"
+    assert m1[1]["reward/mean"] != m1[2]["reward/mean"]  # each step drew new samples
+    w1, w2 = weights(one), weights(two)
+    before = load_file(str(Path(__file__).resolve().parents[1] / "plugins" / "models" / "tiny" / "model.safetensors"))
+    assert max((w1[k] - before[k]).abs().max().item() for k in w1 if k in before) > 1e-4
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k} differs between 1 and 2 processes: {m}")
 
 
 # -- (2) + (3) PPO end to end on 2 ranks; resume continues exactly (2 + 2 == 4) -----------------

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from alignfw import distributed
 from alignfw.evaluation import evaluate_policy
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
@@ -94,7 +95,10 @@ class GRPO:
         reused = cfg.ppo_epochs > 1 or cfg.minibatch_size * cfg.grad_accum < len(ro.prompts)
         old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref, policy=reused)
 
-        stats = self._optimize(ro, old.get("logprobs"), old.get("ref_logprobs"), advantages)
+        seq_kl = torch.zeros_like(scores)  # (b,): filled by the loss, which has the sampling policy's log-probs
+        stats = self._optimize(ro, old.get("logprobs"), old.get("ref_logprobs"), advantages, seq_kl)
+        if self.ref is not None:  # a mean over every rank's sequences, not over minibatches
+            stats["kl/seq"] = distributed.global_mean(seq_kl).item()
         group_std = scores.view(-1, G).std(1)  # (B,)
         stats.update(
             {
@@ -107,7 +111,7 @@ class GRPO:
         )
         return stats
 
-    def _optimize(self, ro: Rollout, old_logprobs, ref_logprobs, advantages) -> dict[str, float]:
+    def _optimize(self, ro: Rollout, old_logprobs, ref_logprobs, advantages, seq_kl: torch.Tensor) -> dict[str, float]:
         cfg, model, mask = self.cfg, self.model, ro.mask
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
 
@@ -127,7 +131,7 @@ class GRPO:
                 kl = kl_estimate(logprobs, ref_logprobs[idx], m, "k3")  # (n, R)
                 per_token = pg + cfg.beta * kl
                 stats["kl/k3"] = masked_mean(kl, m).item()
-                stats["kl/seq"] = kl_estimate(old, ref_logprobs[idx], m, "k1").sum(1).mean().item()  # of the sampling policy
+                seq_kl[idx] = kl_estimate(old, ref_logprobs[idx], m, "k1").sum(1).detach()  # of the sampling policy
             return aggregate_loss(per_token, m, cfg.loss_aggregation), stats
 
         minibatches = shuffled_minibatches(mask.shape[0], cfg.minibatch_size, cfg.ppo_epochs, mask.device)

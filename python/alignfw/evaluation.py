@@ -10,7 +10,7 @@ import torch
 from alignfw.config import RolloutConfig
 from alignfw.objectives import kl_estimate
 from alignfw.optim import micro_batches
-from alignfw.rollout import rollout, score_rollout
+from alignfw.rollout import record_seeds, rollout, score_rollout
 from alignfw.types import Record
 
 if TYPE_CHECKING:
@@ -38,9 +38,10 @@ def evaluate_policy(
     temp = cfg.eval_temperature if cfg.eval_temperature is not None else cfg.temperature
     score_temp = temperature if temperature is not None else max(temp, 1e-6)
     rewards, kls, lengths = [], [], []
+    seeds = record_seeds(len(records))  # one draw for all batches: the samples do not depend on batch_size
     was_training = model.lm.training
     for i in range(0, len(records), batch_size):
-        ro = rollout(model, reward, records[i : i + batch_size], cfg, temperature=temp)
+        ro = rollout(model, reward, records[i : i + batch_size], cfg, temperature=temp, seeds=seeds[i : i + batch_size])
         rewards.append(ro.scores)
         lengths.append(ro.lengths)
         if ref is not None:

@@ -35,6 +35,7 @@ from alignfw.models import PolicyModel
 from alignfw.models.chat import render_records
 from alignfw.models.protocol import missing_members
 from alignfw.registry import BuildContext, get_plugin_manager, get_registry
+from alignfw.rollout import EVAL_STREAM, sampling_stream
 from alignfw.types import Evaluates, Record, SavesModel
 
 __all__ = ["Trainer", "batch_for_step", "resolve_device", "run"]
@@ -191,10 +192,12 @@ class Trainer:
         share and the results are averaged weighted by record count."""
         if not self.eval_records or not isinstance(self.algo, Evaluates):
             return {}
-        if self.world == 1:
-            return self.algo.evaluate(self.eval_records)
-        mine = distributed.shard(self.eval_records)
-        return distributed.weighted_mean_metrics(self.algo.evaluate(mine) if mine else {}, float(len(mine)))
+        n, w, r = len(self.eval_records), self.world, distributed.rank()
+        with sampling_stream(self.cfg.seed, EVAL_STREAM, offset=r * n // w):  # the offset of distributed.shard's share
+            if self.world == 1:
+                return self.algo.evaluate(self.eval_records)
+            mine = distributed.shard(self.eval_records)
+            return distributed.weighted_mean_metrics(self.algo.evaluate(mine) if mine else {}, float(len(mine)))
 
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -218,7 +221,9 @@ class Trainer:
             idx = batch_for_step(len(self.train_records), cfg.run.batch_size, self.step, cfg.seed)
             if self.world > 1:
                 idx = distributed.shard(idx)  # this rank's contiguous share; GRPO/RLOO groups form on one rank
-            metrics = self.algo.step([self.train_records[i] for i in idx])
+            # rollouts sample by (seed, step, global index): N processes draw what one process draws
+            with sampling_stream(cfg.seed, self.step, offset=distributed.rank() * len(idx)):
+                metrics = self.algo.step([self.train_records[i] for i in idx])
             metrics.update(self.model.take_stats())  # truncation counters of this step's encoding
             metrics = distributed.mean_metrics(metrics)
             bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]

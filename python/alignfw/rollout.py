@@ -6,25 +6,73 @@ a policy call :func:`rollout`; the numbers they make of it live in :mod:`alignfw
 
 Notation: ``B`` prompt records, ``G`` samples per prompt (``group_size``), ``b = B * G`` samples,
 the ``G`` samples of a prompt contiguous; ``R`` response tokens (padded).
+
+Sampling is seeded per sample: inside :func:`sampling_stream` (the pipeline opens one around each
+step and each evaluation) the ``j``-th sample of the ``i``-th record samples from the stream
+``mix(run seed, step, draw, global index of the record, j)``. Under torchrun rank ``r`` holds the
+records from global index ``offset``, so N processes draw the very samples one process draws, and a
+resumed run draws what the uninterrupted one did. Outside a stream (an algorithm's ``step`` called
+directly) the seeds come from torch's global generator: random, and reproducible under
+``torch.manual_seed``.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 
 from alignfw.config import RolloutConfig
 from alignfw.exceptions import ConfigError, TrainingError
 from alignfw.models.chat import render_records
+from alignfw.models.sampling import mix
 from alignfw.types import Record
 
 if TYPE_CHECKING:
     from alignfw.models import Generation, PolicyModel
     from alignfw.registry import BuildContext
 
-__all__ = ["Rollout", "compute_rewards", "require_reward", "rollout", "score_rollout"]
+__all__ = ["EVAL_STREAM", "Rollout", "compute_rewards", "record_seeds", "require_reward", "rollout", "sampling_stream", "score_rollout"]
+
+#: the ``stream`` of evaluations: every evaluation of a run samples with the same seeds, so the
+#: start and final figures differ by the policy, not by the luck of the draw
+EVAL_STREAM = -1
+
+
+@dataclass
+class _Stream:
+    seed: int
+    stream: int
+    offset: int
+    draws: int = 0
+
+
+_STREAM: ContextVar[_Stream | None] = ContextVar("alignfw_sampling_stream", default=None)
+
+
+@contextmanager
+def sampling_stream(seed: int, stream: int, offset: int = 0) -> Iterator[None]:
+    """Within the block, the records passed to :func:`rollout` (or :func:`record_seeds`) are the
+    global records ``offset, offset + 1, ...`` of ``stream`` (a step number, or :data:`EVAL_STREAM`);
+    each call is a new draw (an algorithm that rolls out twice in a step gets fresh samples)."""
+    token = _STREAM.set(_Stream(seed, stream, offset))
+    try:
+        yield
+    finally:
+        _STREAM.reset(token)
+
+
+def record_seeds(n: int) -> list[int]:
+    """One sampling seed for each of ``n`` records (see the module's docstring)."""
+    key = _STREAM.get()
+    if key is None:
+        base = int(torch.randint(0, 2**62, (1,)).item())
+        return [mix(base, i) for i in range(n)]
+    key.draws += 1
+    return [mix(key.seed, key.stream, key.draws - 1, key.offset + i) for i in range(n)]
 
 
 def require_reward(ctx: BuildContext, algo: str) -> Callable[..., Any]:
@@ -95,10 +143,13 @@ def rollout(
     *,
     group_size: int = 1,
     temperature: float | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Rollout:
     """Sample ``group_size`` responses per record with the policy and score each with ``reward``.
 
     ``temperature``: the sampling temperature (default ``cfg.temperature``; evaluation passes its own).
+    ``seeds``: one per record (default :func:`record_seeds`); sample ``j`` of a record samples with
+    ``mix(seed, j)``.
     Conversational records are rendered with the model's chat template first (generation prompt
     added); the reward then gets the rendered prompts, the decoded responses, and the records,
     whose ``conversation`` holds the messages.
@@ -107,8 +158,15 @@ def rollout(
     group = [rec for rec in records for _ in range(group_size)]  # each record G times, contiguous
     prompts = [rec.prompt for rec in group]
     temp = cfg.temperature if temperature is None else temperature
+    seeds = record_seeds(len(records)) if seeds is None else seeds
     gen = model.generate(
-        prompts, max_new_tokens=cfg.max_new_tokens, temperature=temp, top_k=cfg.top_k, top_p=cfg.top_p, stop_strings=cfg.stop_strings
+        prompts,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=temp,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        stop_strings=cfg.stop_strings,
+        seeds=[mix(s, j) for s in seeds for j in range(group_size)],
     )
     scores = compute_rewards(reward, prompts, gen.responses, group, model.device)  # (b,)
     return Rollout(group, prompts, gen, scores, gen.response_mask.float(), group_size)

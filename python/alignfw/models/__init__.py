@@ -9,6 +9,7 @@ that implements it (:class:`CausalLM`), scoring (fused log-probs from hidden sta
     classifier.py  score_sequences, ...              reward models (one-output classifiers)
     chat.py        render_records, encode_texts      chat templates: conversations to text and ids
     adapters.py    LoraOptions, AdapterFreeReference LoRA through peft (model.lora.*)
+    sampling.py    SeededSampler, mix                each row samples from its own seeded stream
 """
 
 from alignfw.models.causal_lm import CausalLM

@@ -20,6 +20,7 @@ from alignfw.models import adapters, chat
 from alignfw.models.adapters import AdapterFreeReference, LoraOptions
 from alignfw.models.loading import save_tokenizer
 from alignfw.models.protocol import Generation
+from alignfw.models.sampling import seeded_warpers
 from alignfw.models.scoring import PolicyModule, score_tokens
 from alignfw.types import ChatText
 
@@ -275,8 +276,13 @@ class CausalLM:
         top_k: int = 0,
         top_p: float = 1.0,
         stop_strings: Sequence[str] = (),
+        seeds: Sequence[int] | None = None,
     ) -> Generation:
         """Sample one continuation per prompt with the policy in eval mode.
+
+        ``seeds`` (one int per prompt): each row samples from its own stream
+        (:class:`alignfw.models.sampling.SeededSampler`), so its tokens do not depend on the other
+        rows of the batch; without them the rows share torch's global generator.
 
         Any of :attr:`eos_token_ids` ends a response (``response_mask`` keeps it, ``ended`` says so);
         so does the first of ``stop_strings``: the response keeps the tokens up to the one that
@@ -297,18 +303,23 @@ class CausalLM:
         self.lm.eval()
         tok = self.tokenizer
         sample = temperature > 0
+        seeded = sample and seeds is not None
+        if seeded and len(seeds) != len(prompts):
+            raise ValueError(f"generate: {len(seeds)} seeds for {len(prompts)} prompts")
         kwargs = dict(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
-            do_sample=sample,
-            temperature=temperature if sample else None,
-            top_k=top_k if sample else None,
-            top_p=top_p if sample else None,
+            do_sample=sample and not seeded,  # seeded: greedy over the scores SeededSampler leaves
+            temperature=temperature if sample and not seeded else None,
+            top_k=top_k if sample and not seeded else None,
+            top_p=top_p if sample and not seeded else None,
             pad_token_id=tok.pad_token_id,
             eos_token_id=self.eos_token_ids,
             suppress_tokens=self._undecodable or None,
         )
+        if seeded:
+            kwargs["logits_processor"] = seeded_warpers(temperature, top_k, top_p, seeds)
         if stop_strings:
             kwargs.update(stop_strings=list(stop_strings), tokenizer=tok)
         with self.autocast():

@@ -100,8 +100,11 @@ class PolicyModel(Protocol):
         top_k: int = 0,
         top_p: float = 1.0,
         stop_strings: Sequence[str] = (),
+        seeds: Sequence[int] | None = None,
     ) -> Generation:
-        """Sample one continuation per prompt; a stop token or the first of ``stop_strings`` ends it."""
+        """Sample one continuation per prompt; a stop token or the first of ``stop_strings`` ends it.
+        ``seeds`` (one int per prompt): row ``i``'s tokens are a function of ``seeds[i]`` and its own
+        logits only (not of the other rows), which makes N processes sample what one does."""
         ...
 
     def encode_pairs(self, prompts: list[str], responses: list[str]) -> Generation:
