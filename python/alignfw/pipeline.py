@@ -220,6 +220,7 @@ class Trainer:
                 idx = distributed.shard(idx)  # this rank's contiguous share; GRPO/RLOO groups form on one rank
             metrics = self.algo.step([self.train_records[i] for i in idx])
             metrics.update(self.model.take_stats())  # truncation counters of this step's encoding
+            metrics.update(_reward_parts(self.reward))  # reward/<name> of each fused reward
             metrics = distributed.mean_metrics(metrics)
             bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
             if bad:
@@ -284,6 +285,17 @@ class Trainer:
 
 
 _POSTFIX = {"reward/mean": "reward", "kl/seq": "kl", "loss/total": "loss"}
+
+
+def _reward_parts(reward: Any) -> dict[str, float]:
+    """The mean score of each part of a fused reward (``combine``'s ``last_components``, set by its
+    last call: this step's rollout) as ``reward/<name>``; emptied once read."""
+    parts = getattr(reward, "last_components", None)
+    if not isinstance(parts, dict):
+        return {}
+    out = {f"reward/{k}": float(v) for k, v in parts.items()}
+    parts.clear()
+    return out
 
 
 def run(cfg: AlignfwConfig, run_dir: Path, resolved: dict[str, Any] | None = None) -> dict[str, Any]:
