@@ -1,7 +1,11 @@
-"""Built-in loggers: ``metrics.jsonl`` always, TensorBoard events when ``tensorboard`` is installed.
+"""Built-in loggers: ``metrics.jsonl`` always, TensorBoard events when ``run.trackers`` names
+``tensorboard`` (the default) and ``tensorboard`` is installed.
 
-They use the lifecycle hooks (``on_run_start``, ``on_step_end``, ``on_run_end``) exactly as a
-third-party logger (Weights & Biases, MLflow) would.
+They use the lifecycle hooks (``on_run_start``, ``on_step_end``, ``on_run_end``) exactly as the
+other trackers (:mod:`alignfw.plugins.trackers`: Weights & Biases, MLflow, trackio) do. TensorBoard
+gets the resolved config once, as the text ``config`` (YAML) at step 0. ``on_run_start`` also
+checks ``run.trackers``: a name no loaded plugin answers to (a plugin declares its name in a
+module attribute ``TRACKER``) is an error listing the known ones.
 """
 
 from __future__ import annotations
@@ -11,20 +15,49 @@ import math
 from pathlib import Path
 from typing import Any
 
+from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
+from alignfw.plugins.trackers import selected
 
+TRACKER = "tensorboard"
 _state: dict[str, Any] = {}
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # an unknown tracker fails before any tracker opened a run
 def on_run_start(run_dir: str, config: dict[str, Any]) -> None:
     _close()
+    check_trackers(config)
     _state["jsonl"] = open(Path(run_dir) / "metrics.jsonl", "a", buffering=1)
+    if not selected(config, TRACKER):
+        return
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return
-    _state["tb"] = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+    tb = _state["tb"] = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+    if config:
+        from omegaconf import OmegaConf
+
+        # indented four spaces: TensorBoard renders text as Markdown, and this keeps the YAML verbatim
+        text = "\n".join("    " + line for line in OmegaConf.to_yaml(OmegaConf.create(config)).splitlines())
+        tb.add_text("config", text, 0)
+
+
+def check_trackers(config: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` for a ``run.trackers`` entry that no loaded plugin answers to."""
+    import difflib
+
+    from alignfw.registry import get_plugin_manager
+
+    wanted = (config.get("run") or {}).get("trackers") or []
+    if isinstance(wanted, str):
+        raise ConfigError(f"run.trackers={wanted!r} must be a list, e.g. run.trackers=[{wanted}]")
+    known = sorted({t for p in get_plugin_manager().get_plugins() if isinstance(t := getattr(p, "TRACKER", None), str)} | {TRACKER})
+    for name in wanted:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"run.trackers names {name!r}, which no installed plugin provides; known trackers: {', '.join(known)}.{hint}")
 
 
 @hookimpl

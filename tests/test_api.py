@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def test_readme_script_runs_as_written(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(readme_script())
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1", "HOME": str(tmp_path)}
+    env.update({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {})  # a source checkout
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     start, final = map(float, re.search(r"held-out reward ([\d.]+) -> ([\d.]+)$", r.stdout.strip()).groups())
