@@ -1,9 +1,10 @@
-"""Built-in loggers: ``metrics.jsonl`` always, TensorBoard events when ``run.trackers`` names
+"""Built-in loggers: ``metrics.jsonl`` and ``samples.jsonl`` always, TensorBoard events when ``run.trackers`` names
 ``tensorboard`` (the default) and ``tensorboard`` is installed.
 
 They use the lifecycle hooks (``on_run_start``, ``on_step_end``, ``on_run_end``) exactly as the
 other trackers (:mod:`alignfw.plugins.trackers`: Weights & Biases, MLflow, trackio) do. TensorBoard
-gets the resolved config once, as the text ``config`` (YAML) at step 0. ``on_run_start`` also
+gets the resolved config once, as the text ``config`` (YAML) at step 0, and the sample
+completions of each evaluation as the text ``samples`` (a Markdown table) at that step. ``on_run_start`` also
 checks ``run.trackers``: a name no loaded plugin answers to (a plugin declares its name in a
 module attribute ``TRACKER``) is an error listing the known ones.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
-from alignfw.plugins.trackers import selected
+from alignfw.plugins.trackers import sample_table, selected
 
 TRACKER = "tensorboard"
 _state: dict[str, Any] = {}
@@ -28,6 +29,7 @@ def on_run_start(run_dir: str, config: dict[str, Any]) -> None:
     _close()
     check_trackers(config)
     _state["jsonl"] = open(Path(run_dir) / "metrics.jsonl", "a", buffering=1)
+    _state["samples"] = Path(run_dir) / "samples.jsonl"
     if not selected(config, TRACKER):
         return
     try:
@@ -74,11 +76,36 @@ def on_step_end(step: int, metrics: dict[str, float]) -> None:
 
 
 @hookimpl
+def on_samples(step: int, samples: list[dict[str, Any]]) -> None:
+    path = _state.get("samples")
+    if path is not None:
+        with open(path, "a", encoding="utf-8") as f:
+            for s in samples:
+                f.write(json.dumps({"step": step, **s}, ensure_ascii=False) + "\n")
+    tb = _state.get("tb")
+    if tb is not None and samples:
+        tb.add_text("samples", samples_markdown(samples), step)
+
+
+def samples_markdown(samples: list[dict[str, Any]]) -> str:
+    """The samples as a Markdown table (TensorBoard's text plugin renders it)."""
+    columns, rows = sample_table(samples)
+
+    def cell(v: Any) -> str:
+        text = f"{v:.4g}" if isinstance(v, float) else str(v)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
+
+
+@hookimpl
 def on_run_end(run_dir: str, metrics: dict[str, float]) -> None:
     _close()
 
 
 def _close() -> None:
+    _state.pop("samples", None)
     for key in ("jsonl", "tb"):
         obj = _state.pop(key, None)
         if obj is not None:

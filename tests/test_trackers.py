@@ -37,7 +37,7 @@ def tracked_run(tmp_path_factory) -> Path:
         f"""
         import alignfw
         alignfw.train("grpo", reward="bleu", output_dir="run", overrides={{
-            "run.steps": {STEPS}, "run.batch_size": 4, "run.eval_size": 4, "run.eval_every": 2, "run.progress": False,
+            "run.steps": {STEPS}, "run.batch_size": 4, "run.eval_size": 4, "run.eval_every": 2, "run.samples": 2, "run.progress": False,
             "rollout.max_new_tokens": 4, "algo.lr": {LR}, "run.trackers": {trackers!r}, "run.project": "alignfw-test"}})
         """
     )
@@ -104,6 +104,11 @@ def test_wandb_offline_run_holds_config_and_metrics(tracked_run):
             assert rec.run.project == "alignfw-test" and rec.run.display_name == "run"
     _assert_steps(by_step, config["algo"]["lr"])
     assert config["algo"]["_name_"] == "grpo" and config["run"]["steps"] == STEPS
+    tables = {step: {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("samples/")} for step, row in by_step.items()}
+    tables = {step: t for step, t in tables.items() if t}  # a table per evaluation
+    assert sorted(tables) == [0, 2, STEPS] and all(t["_type"] == "table-file" and t["nrows"] == 2 for t in tables.values())
+    table = json.loads((path.parent / "files" / tables[0]["path"]).read_text())
+    assert table["columns"] == ["prompt", "response", "reward", "length"] and len(table["data"]) == 2
 
 
 @need("mlflow")
@@ -117,7 +122,8 @@ def test_mlflow_local_store_holds_params_and_metrics(tracked_run):
         (run,) = c.search_runs([c.get_experiment_by_name("alignfw-test").experiment_id])
         hist = {k: [(m.step, m.value) for m in c.get_metric_history(run.info.run_id, k)] for k in ("lr", "reward/mean", "loss/policy", "eval/reward")}
         config = json.loads(open(c.download_artifacts(run.info.run_id, "config.json", ".")).read())
-        print(json.dumps({"params": run.data.params, "hist": hist, "name": run.info.run_name, "config": config}))
+        tables = {a.path: json.loads(open(c.download_artifacts(run.info.run_id, a.path, ".")).read()) for a in c.list_artifacts(run.info.run_id, "samples")}
+        print(json.dumps({"params": run.data.params, "hist": hist, "name": run.info.run_name, "config": config, "tables": tables}))
         """,
     )
     by_step: dict[int, dict] = {}
@@ -126,6 +132,9 @@ def test_mlflow_local_store_holds_params_and_metrics(tracked_run):
             by_step.setdefault(step, {})[key] = value
     _assert_steps(by_step, float(got["params"]["algo.lr"]))
     assert got["name"] == "run" and got["params"]["algo._name_"] == "grpo" and got["config"]["run"]["steps"] == STEPS
+    assert sorted(got["tables"]) == [f"samples/step_{s:06d}.json" for s in (0, 2, STEPS)]
+    table = got["tables"]["samples/step_000000.json"]
+    assert table["columns"] == ["prompt", "response", "reward", "length"] and len(table["data"]) == 2
 
 
 @need("trackio")
@@ -143,6 +152,7 @@ def test_trackio_local_database_holds_config_and_metrics(tracked_run):
         by_step.setdefault(row["step"], {}).update(row)
     _assert_steps(by_step, got["config"]["algo"]["lr"])
     assert got["name"] == "run"
+    assert sorted(step for step, row in by_step.items() if "samples" in row) == [0, 2, STEPS]
 
 
 def test_tensorboard_gets_the_config_once_and_the_learning_rate(tracked_run):

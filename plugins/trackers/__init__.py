@@ -6,7 +6,8 @@ answers to in ``TRACKER``. ``run.trackers`` selects any of them together
 (``run.trackers=[tensorboard,wandb,mlflow]``); the library of a selected tracker is an optional
 extra (``pip install "alignfw[wandb]"``) and a missing one is an error naming the extra. Each
 logs the resolved config once at the start, every step's scalar metrics (the learning rate as
-``lr``) and ends its run at the end. Library settings come from the library's own environment
+``lr``), the sample completions of each evaluation as a table (``samples``), and ends its run at
+the end. Library settings come from the library's own environment
 variables (``WANDB_MODE=offline``, ``WANDB_ENTITY``, ``MLFLOW_TRACKING_URI``, ``TRACKIO_DIR``); the
 project / experiment is ``run.project``.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from alignfw.exceptions import ConfigError
 
-__all__ = ["DEFAULT_TRACKERS", "flat_params", "project", "require", "scalars", "selected"]
+__all__ = ["DEFAULT_TRACKERS", "flat_params", "project", "require", "sample_table", "scalars", "selected"]
 
 #: what ``run.trackers`` holds when a config does not say (a pipeline run without a resolved config)
 DEFAULT_TRACKERS = ("tensorboard",)
@@ -64,3 +65,18 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
     """The finite numbers of a step's metrics."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def sample_table(samples: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the sample completions (``on_samples``): prompt, response, reward, each
+    part of a fused reward, length."""
+    if not samples:
+        return [], []
+    parts = list(samples[0].get("rewards", {}))
+    has_reward = "reward" in samples[0]
+    columns = ["prompt", "response"] + (["reward"] if has_reward else []) + parts + ["length"]
+    rows = [
+        [s["prompt"], s["response"], *([s["reward"]] if has_reward else []), *(s["rewards"].get(p) for p in parts), s["length"]]
+        for s in samples
+    ]
+    return columns, rows

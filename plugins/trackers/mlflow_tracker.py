@@ -13,7 +13,7 @@ from typing import Any
 
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
-from alignfw.plugins.trackers import flat_params, project, require, scalars, selected
+from alignfw.plugins.trackers import flat_params, project, require, sample_table, scalars, selected
 
 TRACKER = "mlflow"
 _state: dict[str, Any] = {}
@@ -49,12 +49,13 @@ def on_step_end(step: int, metrics: dict[str, float]) -> None:
         mlflow.log_metrics(scalars(metrics), step=step)
 
 
-def log_table(key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
-    """Log a table (the sample completions) as ``<key>_step<step>.json`` artifact, if a run is open."""
-    if "run" in _state:
+@hookimpl
+def on_samples(step: int, samples: list[dict[str, Any]]) -> None:
+    if "run" in _state and samples:
         import mlflow
 
-        mlflow.log_table({c: [r[i] for r in rows] for i, c in enumerate(columns)}, artifact_file=f"{key.replace('/', '_')}_step{step}.json")
+        columns, rows = sample_table(samples)  # MLflow's table artifact format (what log_table writes, without pandas)
+        mlflow.log_dict({"columns": columns, "data": rows}, f"samples/step_{step:06d}.json")
 
 
 @hookimpl

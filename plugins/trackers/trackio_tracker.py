@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from alignfw.hookspecs import hookimpl
-from alignfw.plugins.trackers import project, require, scalars, selected
+from alignfw.plugins.trackers import project, require, sample_table, scalars, selected
 
 TRACKER = "trackio"
 _state: dict[str, Any] = {}
@@ -33,6 +33,15 @@ def on_step_end(step: int, metrics: dict[str, float]) -> None:
         import trackio
 
         trackio.log(scalars(metrics), step=step)
+
+
+@hookimpl
+def on_samples(step: int, samples: list[dict[str, Any]]) -> None:
+    if "run" in _state and samples:
+        import trackio
+
+        columns, rows = sample_table(samples)
+        trackio.log({"samples": trackio.Table(columns=columns, data=rows)}, step=step)
 
 
 @hookimpl

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from alignfw.hookspecs import hookimpl
-from alignfw.plugins.trackers import project, require, scalars, selected
+from alignfw.plugins.trackers import project, require, sample_table, scalars, selected
 
 TRACKER = "wandb"
 _state: dict[str, Any] = {}
@@ -36,13 +36,14 @@ def on_step_end(step: int, metrics: dict[str, float]) -> None:
         run.log(scalars(metrics), step=step)
 
 
-def log_table(key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
-    """Log a table (the sample completions) to the open run, if any."""
+@hookimpl
+def on_samples(step: int, samples: list[dict[str, Any]]) -> None:
     run = _state.get("run")
-    if run is not None:
+    if run is not None and samples:
         import wandb
 
-        run.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
+        columns, rows = sample_table(samples)
+        run.log({"samples": wandb.Table(columns=columns, data=rows)}, step=step)
 
 
 @hookimpl

@@ -32,6 +32,7 @@ class RunConfig:
     progress: bool = True  #: console progress bar
     #: experiment trackers, any of tensorboard, wandb, mlflow, trackio (metrics.jsonl is always written)
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    samples: int = 4  #: held-out prompts whose completions are logged at every evaluation (samples.jsonl, trackers)
     project: str = "alignfw"  #: the project (wandb, trackio) or experiment (MLflow) runs are logged to
 
 

@@ -30,6 +30,7 @@ import torch
 from alignfw import distributed
 from alignfw.checkpoint import encode_state, find_checkpoint, load_state, save_checkpoint
 from alignfw.config import NAME_KEY, AlignfwConfig
+from alignfw.evaluation import sample_completions
 from alignfw.exceptions import ConfigError, DataError, PluginError, TrainingError
 from alignfw.models import PolicyModel
 from alignfw.models.chat import render_records
@@ -191,10 +192,21 @@ class Trainer:
         share and the results are averaged weighted by record count."""
         if not self.eval_records or not isinstance(self.algo, Evaluates):
             return {}
+        self.samples()
         if self.world == 1:
             return self.algo.evaluate(self.eval_records)
         mine = distributed.shard(self.eval_records)
         return distributed.weighted_mean_metrics(self.algo.evaluate(mine) if mine else {}, float(len(mine)))
+
+    def samples(self) -> list[dict[str, Any]]:
+        """``run.samples`` completions of the first held-out prompts, handed to the ``on_samples``
+        hook (every rank samples the same under the run's seed; rank 0 calls the hook)."""
+        if self.cfg.run.samples <= 0 or isinstance(self.algo, SavesModel):  # a reward model's run trains no policy
+            return []
+        out = sample_completions(self.model, self.reward, self.eval_records[: self.cfg.run.samples], self.cfg.rollout, seed=self.cfg.seed)
+        if distributed.is_main():
+            self.pm.hook.on_samples(step=self.step, samples=out)
+        return out
 
     def train(self) -> dict[str, Any]:
         cfg = self.cfg

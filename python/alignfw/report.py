@@ -6,7 +6,8 @@ logged step, written by ``alignfw.plugins.loggers``), ``config.yaml`` and, once 
 names included. Metrics are grouped by the prefix before the first ``/`` (``reward/*``, ``kl/*``,
 ``loss/*``, ``time/*`` …); a held-out metric ``eval/<g>`` is drawn in group ``<g>`` when the run
 logs one (so ``eval/reward`` sits beside the training ``reward/mean``), the other ``eval/*`` form
-their own group. The plots are hand-written SVG (no matplotlib, no JavaScript, no network): nice
+their own group. When the run logged sample completions (``samples.jsonl``), the first and the last
+evaluation's are shown side by side, prompt by prompt, with each reward and length. The plots are hand-written SVG (no matplotlib, no JavaScript, no network): nice
 tick values (Heckbert, "Nice numbers for graph labels", Graphics Gems, 1990), a polyline per
 series with gaps at NaN/inf, a marker for an isolated point, and for long noisy training series a
 TensorBoard-style debiased EMA over the raw line.
@@ -41,6 +42,7 @@ __all__ = [
     "group_series",
     "line_plot_svg",
     "load_metrics",
+    "load_samples",
     "main",
     "nice_ticks",
     "smoothing_weight",
@@ -452,6 +454,7 @@ def build_report(run_dir: str | Path, *, wall_s: float | None = None) -> str:
 </header>
 {_overview(config, summary, series, wall_s)}
 {_held_out_table(summary, series)}
+{_samples_section(run_dir / "samples.jsonl")}
 <h2>Metrics over steps</h2>
 <div class="plots">
 {figures}
@@ -488,6 +491,8 @@ figure { margin: 0; border: 1px solid #e6e6e6; border-radius: 6px; padding: 4px;
 figure svg { display: block; max-width: 100%; height: auto; }
 figcaption { font-size: 11px; color: #777; padding: 0 6px 4px; }
 pre { background: #f6f6f6; padding: 8px; font-size: 12px; overflow-x: auto; }
+table.samples td { max-width: 360px; } pre.sample { margin: 0 0 2px; padding: 4px 6px; white-space: pre-wrap; word-break: break-word; }
+.scores { font-size: 11px; color: #666; }
 footer { margin-top: 24px; font-size: 11px; color: #888; }
 """
 
@@ -561,6 +566,55 @@ def _held_out_table(summary: dict[str, Any] | None, series: Mapping[str, Series]
         rows.append(f"<tr><td>{_esc(n)}</td><td class=\"num\">{_format_value(a)}</td><td class=\"num\">{_format_value(b)}</td>{change or '<td></td>'}</tr>")
     head = "<tr><th>held-out metric</th><th>start</th><th>final</th><th>change</th></tr>"
     return f'<h2>Held-out evaluation</h2>\n<table class="held-out" data-source="{_esc(source)}">\n{head}\n' + "\n".join(rows) + f"\n</table>\n<p class=\"options\">from {_esc(source)}</p>"
+
+
+def load_samples(path: Path) -> dict[int, list[dict[str, Any]]]:
+    """``samples.jsonl`` grouped by step (in file order; a resumed run's repeated step keeps its last)."""
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    if not path.is_file():
+        return by_step
+    last: dict[int, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            step = int(row["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise DataError(f"{path}, line {lineno}: not a sample (a JSON object with step, prompt, response)") from None
+        if last.get(step, lineno - 1) != lineno - 1:  # the same step logged again later (a resumed run): restart it
+            by_step[step] = []
+        by_step.setdefault(step, []).append(row)
+        last[step] = lineno
+    return by_step
+
+
+def _sample_cell(sample: dict[str, Any] | None) -> str:
+    if sample is None:
+        return "<td></td>"
+    scores = []
+    if isinstance(sample.get("reward"), (int, float)):
+        scores.append(f"reward {_format_value(sample['reward'])}")
+    scores += [f"{_esc(k)} {_format_value(v)}" for k, v in (sample.get("rewards") or {}).items() if isinstance(v, (int, float))]
+    scores.append(f"{sample.get('length', '?')} tokens")
+    return f'<td><pre class="sample">{_esc(sample.get("response", ""))}</pre><span class="scores">{" · ".join(scores)}</span></td>'
+
+
+def _samples_section(path: Path) -> str:
+    """The first and the last evaluation's sample completions side by side, prompt by prompt."""
+    by_step = load_samples(path)
+    if not by_step:
+        return ""
+    first, last = min(by_step), max(by_step)
+    start = {s.get("prompt"): s for s in by_step[first]}
+    final = {s.get("prompt"): s for s in by_step[last]}
+    prompts = list(dict.fromkeys([*start, *final]))
+    head = f"<tr><th>prompt</th><th>step {first}</th>" + (f"<th>step {last}</th>" if last != first else "") + "</tr>"
+    rows = [
+        f'<tr><td><pre class="sample">{_esc(p)}</pre></td>{_sample_cell(start.get(p))}' + (_sample_cell(final.get(p)) if last != first else "") + "</tr>"
+        for p in prompts
+    ]
+    return '<h2>Sample completions</h2>\n<table class="samples">\n' + head + "\n" + "\n".join(rows) + "\n</table>"
 
 
 def _config_details(path: Path) -> str:
