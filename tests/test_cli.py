@@ -24,6 +24,21 @@ def test_main_job_few_steps_writes_outputs(tmp_path):
     assert "_name_: ppo" in cfg and "steps: 3" in cfg
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["final"]) >= {"eval/reward", "eval/kl", "eval/length"}
+    import torch
+    import transformers
+
+    import alignfw
+
+    assert summary["versions"] == {**summary["versions"], "alignfw": alignfw.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    assert summary["hardware"]["device"] in ("cpu", "cuda") and summary["hardware"]["processes"] == 1 and "git_commit" in summary
+    assert summary["tokens_per_s"] > 0 and summary["wall_s"] > 0
+    assert all(r_["time/tokens_per_s"] > 0 for r_ in rows if "reward/mean" in r_)
+    # the console lines go through logging, so Hydra's job log holds them too (and the console is unchanged)
+    (job_log,) = out.glob("*.log")
+    logged = job_log.read_text()
+    for line in r.stdout.splitlines():
+        if line.startswith(("[eval:", "held-out reward", "outputs:")):
+            assert f"[alignfw.run][INFO] - {line}" in logged, line
     # the final policy loads back in plain transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,3 +112,12 @@ def test_multirun_sweeps(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "sweep" / "0" / "final" / "model.safetensors").exists()
     assert (tmp_path / "sweep" / "1" / "final" / "model.safetensors").exists()
+
+
+def test_summary_line_of_a_zero_start_has_no_percentage(capsys):
+    from alignfw.pipeline import _print_change, console_logging
+
+    console_logging()
+    _print_change({"eval/reward": 0.0}, {"eval/reward": 0.25})
+    _print_change({"eval/reward": 0.5}, {"eval/reward": 0.25})
+    assert capsys.readouterr().out == "held-out reward: 0.0000 -> 0.2500\nheld-out reward: 0.5000 -> 0.2500 (-50.0%)\n"

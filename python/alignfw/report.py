@@ -37,6 +37,7 @@ __all__ = [
     "Scale",
     "Series",
     "build_report",
+    "chart_series",
     "ema",
     "format_tick",
     "group_series",
@@ -115,8 +116,11 @@ def _parse_row(line: str, path: Path, lineno: int) -> tuple[int, dict[str, Any]]
 
 
 #: groups shown first, in this order; ``time`` comes last, every other group alphabetically between
-_GROUP_ORDER = ("reward", "kl", "loss", "eval")
-_TITLES = {"reward": "Reward", "kl": "KL", "loss": "Loss", "eval": "Held-out evaluation", "time": "Time"}
+_GROUP_ORDER = ("reward", "kl", "loss", "eval", "lr")
+_TITLES = {
+    "reward": "Reward", "kl": "KL", "loss": "Loss", "eval": "Held-out evaluation", "time": "Time", "lr": "Learning rate",
+    "time/tokens_per_s": "Throughput (tokens/s)",
+}  # fmt: skip
 
 
 def group_series(series: Mapping[str, Series]) -> list[tuple[str, list[Series]]]:
@@ -140,6 +144,23 @@ def group_series(series: Mapping[str, Series]) -> list[tuple[str, list[Series]]]
         return (_GROUP_ORDER.index(g), g) if g in _GROUP_ORDER else ((len(_GROUP_ORDER) + 1, g) if g == "time" else (len(_GROUP_ORDER), g))
 
     return [(g, sorted(groups[g], key=lambda s: (s.held_out, s.name))) for g in sorted(groups, key=rank)]
+
+
+#: the training series a group's held-out twin is drawn with, in order of preference
+_TWIN_SUFFIXES = ("/mean", "/total", "/seq")
+
+
+def chart_series(members: Sequence[Series]) -> list[list[Series]]:
+    """The charts of one group: one per training series, each on its own scale (``kl/coef`` is not
+    flattened under ``kl/seq``); the group's held-out series (``eval/reward``) share the chart of its
+    main training series (``reward/mean``, else ``*/total``, ``*/seq``, else the first), whose
+    quantity they measure; a group of held-out series only gets one chart per series."""
+    train = [s for s in members if not s.held_out]
+    held = [s for s in members if s.held_out]
+    if not train:
+        return [[s] for s in held]
+    main = next((s for suffix in _TWIN_SUFFIXES for s in train if s.name.endswith(suffix)), train[0])
+    return [[s, *held] if s is main else [s] for s in train]
 
 
 def ema(values: Sequence[float], weight: float) -> list[float]:
@@ -240,11 +261,15 @@ def _clean(v: float) -> float:
 
 
 def format_tick(v: float, ticks: Sequence[float]) -> str:
-    """A tick label with as many decimals as the tick spacing needs (``0.05`` → 2, ``2`` → 0);
-    three significant digits in scientific notation for very large or very small spacings."""
+    """A tick label with as many decimals as the tick spacing needs (``0.05`` → 2, ``2`` → 0), so
+    that neighbouring ticks never read the same (``0.69312``, ``0.69314``: not ``0.693`` twice);
+    scientific notation, with the significant digits the spacing needs, for very large or very
+    small values."""
     step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(v) or 1.0
-    if max(abs(t) for t in ticks) >= 1e6 or step < 1e-4:
-        return f"{v:.3g}"
+    top = max(abs(t) for t in ticks)
+    if top >= 1e6 or top < 1e-3:
+        digits = max(2, math.floor(math.log10(top)) - math.floor(math.log10(step) + 1e-9)) if top and step else 2
+        return f"{v:.{digits + 1}g}"
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
     return f"{_clean(v):.{decimals}f}"
 
@@ -438,7 +463,7 @@ def build_report(run_dir: str | Path, *, wall_s: float | None = None) -> str:
     summary = _load_json(run_dir / "summary.json")
     groups = group_series(series)
     name = _component(config, "algo") or "run"
-    figures = "\n".join(_figure(g, members) for g, members in groups) or "<p>metrics.jsonl holds no numeric metrics yet.</p>"
+    figures = "\n".join(_group_figures(g, members) for g, members in groups) or "<p>metrics.jsonl holds no numeric metrics yet.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -456,9 +481,7 @@ def build_report(run_dir: str | Path, *, wall_s: float | None = None) -> str:
 {_held_out_table(summary, series)}
 {_samples_section(run_dir / "samples.jsonl")}
 <h2>Metrics over steps</h2>
-<div class="plots">
 {figures}
-</div>
 {_config_details(run_dir / "config.yaml")}
 <footer>Written by alignfw {_esc(_version())} on {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} from metrics.jsonl;
 regenerate with <code>python -m alignfw.report {_esc(run_dir)}</code>.</footer>
@@ -480,7 +503,7 @@ def write_report(run_dir: str | Path, *, wall_s: float | None = None, out: str |
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; color: #222;
        margin: 24px auto; max-width: 1120px; padding: 0 16px; line-height: 1.4; }
-h1 { font-size: 22px; margin: 0 0 2px; } h2 { font-size: 16px; margin: 24px 0 8px; }
+h1 { font-size: 22px; margin: 0 0 2px; } h2 { font-size: 16px; margin: 24px 0 8px; } h3 { font-size: 14px; margin: 16px 0 6px; color: #444; }
 .run-dir { color: #666; font-family: ui-monospace, monospace; font-size: 12px; margin: 0; }
 table { border-collapse: collapse; font-size: 13px; }
 td, th { padding: 3px 12px 3px 0; text-align: left; vertical-align: top; }
@@ -497,12 +520,23 @@ footer { margin-top: 24px; font-size: 11px; color: #888; }
 """
 
 
-def _figure(group: str, members: list[Series]) -> str:
+#: the size of one chart of the small multiples
+_CHART = PlotBox(width=360, height=220)
+
+
+def _group_figures(group: str, members: list[Series]) -> str:
+    """A group's heading and its charts (:func:`chart_series`), side by side."""
     title = _TITLES.get(group) or (f"{group}/*" if any("/" in s.name for s in members) else group)
-    svg = line_plot_svg(title, members, group=group)
+    figures = "\n".join(_figure(group, chart) for chart in chart_series(members))
+    return f'<section class="group" id="group-{_esc(group)}">\n<h3>{_esc(title)}</h3>\n<div class="plots">\n{figures}\n</div>\n</section>'
+
+
+def _figure(group: str, members: list[Series]) -> str:
+    name = members[0].name
+    svg = line_plot_svg(_TITLES.get(name) or name, members, group=group, box=_CHART)
     smoothed = [s.name for s in members if _weight(s)]
-    caption = f"<figcaption>Faint: raw values; solid: EMA over about 5 % of the steps ({', '.join(map(_esc, smoothed))}).</figcaption>" if smoothed else ""
-    return f'<figure id="plot-{_esc(group)}">\n{svg}\n{caption}</figure>'
+    caption = "<figcaption>Faint: raw values; solid: EMA over about 5 % of the steps.</figcaption>" if smoothed else ""
+    return f'<figure id="plot-{_esc(name)}" data-group="{_esc(group)}">\n{svg}\n{caption}</figure>'
 
 
 def _overview(config: dict[str, Any], summary: dict[str, Any] | None, series: Mapping[str, Series], wall_s: float | None) -> str:
