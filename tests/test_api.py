@@ -88,8 +88,9 @@ def test_unknown_option_names_the_key_and_close_ones(builtin_plugins):
 
     with pytest.raises(ConfigError, match=r"unknown option 'algo\.lrr' \(did you mean algo\.lr"):
         alignfw.compose_config("ppo", reward="bleu", overrides={"algo.lrr": 1e-3})
-    with pytest.raises(ConfigError, match="lrr"):
-        alignfw.compose_config("ppo", reward="bleu", overrides=["algo.lrr=1e-3"])
+    for spelling in ("algo.lrr=1e-3", "+algo.lrr=1e-3"):
+        with pytest.raises(ConfigError, match=r"unknown option 'algo\.lrr' \(did you mean algo\.lr"):
+            alignfw.compose_config("ppo", reward="bleu", overrides=[spelling])
     with pytest.raises(ConfigError, match="algo.lr=.*'fast'"):
         alignfw.compose_config("ppo", reward="bleu", overrides={"algo.lr": "fast"})
     with pytest.raises(ConfigError, match="2 weights for 1 rewards"):

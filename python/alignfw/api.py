@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import difflib
 import inspect
 import math
 import os
@@ -291,32 +290,17 @@ def _apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+    from alignfw.cli import unknown_option_message
+
     for key, value in overrides.items():
         if not isinstance(key, str):
             raise ConfigError(f"override keys are dotted option names like 'run.steps', got {key!r}")
         try:
             OmegaConf.update(cfg, key, value, merge=True)
-        except (ConfigAttributeError, ConfigKeyError) as e:
-            raise ConfigError(f"unknown option {key!r}{_close_keys(cfg, key)}: {str(e).splitlines()[0]}") from None
+        except (ConfigAttributeError, ConfigKeyError):
+            raise ConfigError(unknown_option_message(cfg, key)) from None
         except OmegaConfBaseException as e:
             raise ConfigError(f"{key}={value!r}: {str(e).splitlines()[0]}") from None
-
-
-def _close_keys(cfg: Any, key: str) -> str:
-    """`` (did you mean a, b?)`` with the option names closest to ``key``, or nothing."""
-    from omegaconf import OmegaConf
-
-    flat: list[str] = []
-
-    def walk(node: dict[str, Any], prefix: str) -> None:
-        for k, v in node.items():
-            flat.append(prefix + str(k))
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-
-    walk(OmegaConf.to_container(cfg, resolve=False), "")  # type: ignore[arg-type]
-    close = difflib.get_close_matches(key, flat, n=3)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def compose_config(
@@ -341,7 +325,7 @@ def compose_config(
     from omegaconf.errors import OmegaConfBaseException
 
     from alignfw._hydra import register_plugin_configs
-    from alignfw.cli import normalize_overrides
+    from alignfw.cli import check_overrides, normalize_overrides
     from alignfw.registry import get_plugin_manager, get_registry, set_plugin_manager
 
     plugin = _plugin if _plugin is not None else RuntimePlugin()
@@ -372,9 +356,11 @@ def compose_config(
         raise ConfigError(f"overrides= takes a list of 'key=value' strings or a dict of option -> value, got a {type(overrides).__name__}")
     groups = [f"algo={algo_name}"] + [f"{g}={n}" for g, n in (("model", model_name), ("data", data_name), ("reward", reward_name)) if n]
     GlobalHydra.instance().clear()
+    # a misspelled key fails naming the closest options, whether written key= or +key= (as on the command line)
+    cli_overrides = check_overrides(groups + normalize_overrides([str(s) for s in strings]))
     try:
         with hydra.initialize_config_module(config_module="alignfw.conf", version_base="1.3"):
-            cfg = hydra.compose("config", overrides=groups + normalize_overrides([str(s) for s in strings]))
+            cfg = hydra.compose("config", overrides=cli_overrides)
     except OmegaConfBaseException as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     except Exception as e:  # Hydra's own errors (an unknown group option, a bad override string)
