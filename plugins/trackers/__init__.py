@@ -15,11 +15,12 @@ project / experiment is ``run.project``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from alignfw.exceptions import ConfigError
+from alignfw.hookspecs import hookimpl
 
-__all__ = ["DEFAULT_TRACKERS", "flat_params", "project", "require", "sample_table", "scalars", "selected"]
+__all__ = ["DEFAULT_TRACKERS", "Tracker", "flat_params", "project", "require", "run_name", "sample_table", "scalars", "selected"]
 
 #: what ``run.trackers`` holds when a config does not say (a pipeline run without a resolved config)
 DEFAULT_TRACKERS = ("tensorboard",)
@@ -29,6 +30,53 @@ def selected(config: dict[str, Any], name: str) -> bool:
     """Whether ``run.trackers`` of the resolved ``config`` names the tracker ``name``."""
     trackers = (config.get("run") or {}).get("trackers", DEFAULT_TRACKERS)
     return name in (trackers or ())
+
+
+class Tracker:
+    """The lifecycle hooks of one tracker, built from four functions over its library:
+    ``start(library, run_dir, config) -> run``, ``log(run, step, scalars)``,
+    ``table(run, step, columns, rows)`` and ``finish(run)``. A tracker module binds the hooks of
+    one instance as its own module-level hooks (``on_run_start = tracker.on_run_start``, ...)."""
+
+    def __init__(
+        self, name: str, *, library: str, start: Callable[..., Any], log: Callable[..., None], table: Callable[..., None],
+        finish: Callable[[Any], None],
+    ) -> None:  # fmt: skip
+        self.name, self.library = name, library
+        self._start, self._log, self._table, self._finish = start, log, table, finish
+        self.run: Any = None
+
+    @hookimpl
+    def on_run_start(self, run_dir: str, config: dict[str, Any]) -> None:
+        self.close()  # a --multirun process runs several jobs in turn
+        if selected(config, self.name):
+            self.run = self._start(require(self.library, self.name, self.name), run_dir, config)
+
+    @hookimpl
+    def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
+        if self.run is not None:
+            self._log(self.run, step, scalars(metrics))
+
+    @hookimpl
+    def on_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
+        if self.run is not None and samples:
+            self._table(self.run, step, *sample_table(samples))
+
+    @hookimpl
+    def on_run_end(self, run_dir: str, metrics: dict[str, float]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        run, self.run = self.run, None
+        if run is not None:
+            self._finish(run)
+
+
+def run_name(run_dir: str) -> str:
+    """The tracker run's name: the run directory's (``10-00-00`` of ``outputs/2026-11-23/10-00-00``)."""
+    import os
+
+    return os.path.basename(os.path.normpath(run_dir))
 
 
 def project(config: dict[str, Any]) -> str:
