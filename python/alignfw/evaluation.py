@@ -102,7 +102,7 @@ def sample_completions(
     recs = render_records(records, model.tokenizer)
     prompts = [r.prompt for r in recs]
     temp = cfg.eval_temperature if cfg.eval_temperature is not None else cfg.temperature
-    devices = [model.device] if model.device.type == "cuda" else []
+    devices = [model.device.index if model.device.index is not None else torch.cuda.current_device()] if model.device.type == "cuda" else []
     was_training = model.lm.training
     model.lm.eval()
     try:
