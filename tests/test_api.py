@@ -181,3 +181,18 @@ def test_bad_data_is_named(builtin_plugins, tmp_path):
         alignfw.train("sft", data=[{"prompt": "a", "response": "b"}, "oops"], output_dir=tmp_path)
     with pytest.raises(DataError, match=r"row 1 of data: missing column 'prompt' \(columns present: question\)"):
         alignfw.train("sft", data=[{"question": "a"}], output_dir=tmp_path)
+
+
+def test_composing_inside_a_hydra_app_keeps_its_state(builtin_plugins, tmp_path):
+    """A user's own @hydra.main script may call alignfw: its Hydra stays initialised."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    import alignfw
+
+    (tmp_path / "app.yaml").write_text("x: 1\n")
+    GlobalHydra.instance().clear()
+    with hydra.initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        typed, _ = alignfw.compose_config("ppo", reward="bleu", overrides=["run.steps=5"])
+        assert typed.run.steps == 5
+        assert GlobalHydra.instance().is_initialized() and hydra.compose("app").x == 1

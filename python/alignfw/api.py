@@ -355,10 +355,11 @@ def compose_config(
     if overrides is not None and not strings and not mapping and not isinstance(overrides, (list, tuple, Mapping)):
         raise ConfigError(f"overrides= takes a list of 'key=value' strings or a dict of option -> value, got a {type(overrides).__name__}")
     groups = [f"algo={algo_name}"] + [f"{g}={n}" for g, n in (("model", model_name), ("data", data_name), ("reward", reward_name)) if n]
+    outer = GlobalHydra.instance().hydra  # called from the caller's own Hydra app: put its state back afterwards
     GlobalHydra.instance().clear()
-    # a misspelled key fails naming the closest options, whether written key= or +key= (as on the command line)
-    cli_overrides = check_overrides(groups + normalize_overrides([str(s) for s in strings]))
     try:
+        # a misspelled key fails naming the closest options, whether written key= or +key= (as on the command line)
+        cli_overrides = check_overrides(groups + normalize_overrides([str(s) for s in strings]))
         with hydra.initialize_config_module(config_module="alignfw.conf", version_base="1.3"):
             cfg = hydra.compose("config", overrides=cli_overrides)
     except OmegaConfBaseException as e:
@@ -369,6 +370,7 @@ def compose_config(
         raise
     finally:
         GlobalHydra.instance().clear()
+        GlobalHydra.instance().hydra = outer
     for key, node in (("algo", algo_node), ("model", model_node), ("data", data_node), ("reward", reward_node)):
         if node is not None:  # a config object is the whole node, as given (the preset's values for it do not apply)
             _set_node(cfg, key, node)
