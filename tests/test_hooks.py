@@ -18,10 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 HOOKS = sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "alignfw_spec"))
 
 
-def test_there_are_eight_hooks():
+def test_there_are_nine_hooks():
     assert HOOKS == sorted(
-        ["register_models", "register_rewards", "register_algorithms", "register_data_sources", "on_run_start", "on_step_end", "on_checkpoint", "on_run_end"]
-    )
+        ["register_models", "register_rewards", "register_algorithms", "register_data_sources", "on_run_start", "on_step_end", "on_samples",
+         "on_checkpoint", "on_run_end"]
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -23,6 +23,7 @@ from alignfw.report import (
     Series,
     build_report,
     ema,
+    chart_series,
     format_tick,
     group_series,
     line_plot_svg,
@@ -272,23 +273,49 @@ def ppo_run(tmp_path_factory):
     return cwd / "out"
 
 
-def test_builtin_plugin_writes_a_report_with_one_svg_per_metric_group(ppo_run):
+def _charts(page: str) -> dict[str, tuple[str, ET.Element]]:
+    """Each chart's SVG by the id of its figure (``plot-<first series>``), with its group."""
+    return {
+        m.group(1): (m.group(2), ET.fromstring(m.group(3)))
+        for m in re.finditer(r'<figure id="plot-(.*?)" data-group="(.*?)">\s*(<svg\b.*?</svg>)', page, re.S)
+    }
+
+
+def test_builtin_plugin_writes_a_report_with_one_chart_per_metric(ppo_run):
     page = (ppo_run / "report.html").read_text()
     p = _assert_self_contained(page)
     rows = [json.loads(line) for line in (ppo_run / "metrics.jsonl").read_text().splitlines()]
     groups = group_series(load_metrics(ppo_run / "metrics.jsonl"))
-    svgs = _svgs(page)
-    assert p.figures == [f"plot-{g}" for g, _ in groups] and list(svgs) == [g for g, _ in groups]
-    assert {"reward", "kl", "loss", "eval", "time"} <= set(svgs)
-    for group, members in groups:
-        for s in members:
-            finite = {r["step"]: r[s.name] for r in rows if isinstance(r.get(s.name), float)}  # last value per step
-            lines = _raw_lines(svgs[group], s.name)
-            assert sum(len(_points(line)) for line in lines) == len(finite), (group, s.name)
-    # the held-out reward (steps 0, 2, 4) is drawn beside the training reward (steps 1-4)
-    reward = svgs["reward"]
+    charts = [(g, [s.name for s in chart]) for g, members in groups for chart in chart_series(members)]
+    drawn = _charts(page)
+    assert p.figures == [f"plot-{names[0]}" for _, names in charts] and list(drawn) == [names[0] for _, names in charts]
+    assert {"reward", "kl", "loss", "eval", "time", "lr"} <= {g for g, _ in drawn.values()}
+    for group, names in charts:
+        svg_group, svg = drawn[names[0]]
+        assert svg_group == group and {e.get("data-series") for e in svg.iter() if e.get("data-series")} == set(names)  # one scale each
+        for name in names:
+            finite = {r["step"]: r[name] for r in rows if isinstance(r.get(name), float)}  # last value per step
+            assert sum(len(_points(line)) for line in _raw_lines(svg, name)) == len(finite), (group, name)
+    # the held-out reward (steps 0, 2, 4) is drawn beside the training reward (steps 1-4); kl/coef has its own axis
+    reward = drawn["reward/mean"][1]
     assert [len(_points(line)) for line in _raw_lines(reward, "reward/mean")] == [4]
     assert len([c for c in reward.iter(f"{SVG}circle") if c.get("data-series") == "eval/reward"]) == 3
+    assert ["kl/coef"] in [names for _, names in charts] and "time/tokens_per_s" in drawn and "lr" in drawn
+
+
+def test_small_multiples_give_each_training_series_its_own_chart():
+    members = [_series(n, [1.0]) for n in ("kl/coef", "kl/seq", "eval/kl")]
+    assert [[s.name for s in c] for c in chart_series(members)] == [["kl/coef"], ["kl/seq", "eval/kl"]]
+    assert [[s.name for s in c] for c in chart_series([_series("eval/length", [1.0]), _series("eval/x", [2.0])])] == [["eval/length"], ["eval/x"]]
+
+
+def test_narrow_ranges_get_distinct_tick_labels():
+    ticks = nice_ticks(0.693120, 0.693155)
+    labels = [format_tick(t, ticks) for t in ticks]
+    assert len(set(labels)) == len(labels) and labels[0].startswith("0.6931")
+    small = nice_ticks(1.001e-5, 1.004e-5)
+    labels = [format_tick(t, small) for t in small]
+    assert len(set(labels)) == len(labels), labels
 
 
 def test_report_header_names_the_run_and_its_held_out_change(ppo_run):

@@ -32,7 +32,7 @@ from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
 from alignfw.objectives import LOSS_AGGREGATIONS, aggregate_loss, aggregation_units, clipped_surrogate, group_advantages, kl_estimate, masked_mean
-from alignfw.optim import accumulate, accumulation_weights, build_optimizer, shuffled_minibatches
+from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -45,6 +45,9 @@ class GRPOConfig:
     """Options of GRPO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
     lr: float = 1e-6
+    schedule: str = "constant"  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
+    warmup_steps: int = 0  #: run steps of linear lr warmup
+    min_lr_ratio: float = 0.0  #: linear / cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.0
     adam_eps: float = 1e-8
     num_generations: int = 8  #: G, samples per prompt (the group); rollout batch = run.batch_size * G
@@ -82,6 +85,8 @@ class GRPO:
         self.optimizer = build_optimizer(
             self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
+        # stepped once per run step (however many optimizer steps a rollout takes), as warmup_steps counts
+        self.scheduler = lr_schedule(self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.run.steps, min_lr_ratio=cfg.min_lr_ratio)
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -99,6 +104,7 @@ class GRPO:
         stats = self._optimize(ro, old.get("logprobs"), old.get("ref_logprobs"), advantages, seq_kl)
         if self.ref is not None:  # a mean over every rank's sequences, not over minibatches
             stats["kl/seq"] = distributed.global_mean(seq_kl).item()
+        self.scheduler.step()
         group_std = scores.view(-1, G).std(1)  # (B,)
         stats.update(
             {
@@ -150,13 +156,15 @@ class GRPO:
         return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.ref is not None:
             state["ref"] = self.ref.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # checkpoints written before online algorithms had a schedule have none
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.ref is not None:
             self.ref.load_state_dict(state["ref"])
 

@@ -37,7 +37,7 @@ from alignfw.objectives import (
     masked_mean,
 )
 from alignfw.ops import gae
-from alignfw.optim import accumulate, accumulation_weights, build_optimizer, shuffled_minibatches
+from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -50,6 +50,9 @@ class PPOConfig:
     """Options of PPO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
     lr: float = 1e-6
+    schedule: str = "constant"  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
+    warmup_steps: int = 0  #: run steps of linear lr warmup
+    min_lr_ratio: float = 0.0  #: linear / cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.0
     adam_eps: float = 1e-8
     ppo_epochs: int = 4  #: passes over each rollout batch
@@ -89,6 +92,8 @@ class PPO:
         self.optimizer = build_optimizer(
             self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
+        # stepped once per run step (however many optimizer steps a rollout takes), as warmup_steps counts
+        self.scheduler = lr_schedule(self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.run.steps, min_lr_ratio=cfg.min_lr_ratio)
         self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
 
     # -- one step -----------------------------------------------------------------------------
@@ -112,6 +117,7 @@ class PPO:
             advantages = distributed.global_masked_whiten(advantages, mask)
 
         stats = self._optimize(ro, old_logprobs, old_values, advantages, returns)
+        self.scheduler.step()
         # the KL controller sees the global batch, so every rank keeps the same coefficient
         seq_kl = distributed.global_mean(kl.sum(1)).item()
         self.kl_ctl.update(seq_kl, len(records) * distributed.world_size())
@@ -160,7 +166,7 @@ class PPO:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "kl_ctl": self.kl_ctl.state_dict(),
             "value_head": self.model.policy_state_dict()["value_head"] if self.model.value_head is not None else {},
             "ref": self.ref.state_dict(),
@@ -168,6 +174,8 @@ class PPO:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # checkpoints written before online algorithms had a schedule have none
+            self.scheduler.load_state_dict(state["scheduler"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         if self.model.value_head is not None:
             self.model.load_policy_state_dict(value_head_state=state["value_head"])

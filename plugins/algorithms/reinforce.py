@@ -42,7 +42,7 @@ from alignfw.objectives import (
     kl_shaped_rewards,
     masked_mean,
 )
-from alignfw.optim import accumulate, accumulation_weights, build_optimizer, micro_batches
+from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, micro_batches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -55,6 +55,9 @@ class ReinforceConfig:
     """Options of REINFORCE. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
     lr: float = 1e-6
+    schedule: str = "constant"  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
+    warmup_steps: int = 0  #: run steps of linear lr warmup
+    min_lr_ratio: float = 0.0  #: linear / cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.0
     adam_eps: float = 1e-8
     minibatch_size: int = 16  #: sequences per forward/backward (memory only: one optimizer step per batch)
@@ -89,6 +92,8 @@ class Reinforce:
         self.optimizer = build_optimizer(
             self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
+        # stepped once per run step (however many optimizer steps a rollout takes), as warmup_steps counts
+        self.scheduler = lr_schedule(self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.run.steps, min_lr_ratio=cfg.min_lr_ratio)
         self.baseline: float | None = None  #: None until the first batch
 
     # -- one step -----------------------------------------------------------------------------
@@ -117,6 +122,7 @@ class Reinforce:
             advantages = distributed.global_masked_whiten(advantages, mask)
 
         stats = self._optimize(ro, advantages)
+        self.scheduler.step()
         stats.update(
             {
                 "reward/mean": scores.mean().item(),
@@ -161,13 +167,15 @@ class Reinforce:
         return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline}
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "baseline": self.baseline}
         if self.ref is not None:
             state["ref"] = self.ref.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # checkpoints written before online algorithms had a schedule have none
+            self.scheduler.load_state_dict(state["scheduler"])
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
         if self.ref is not None:
             self.ref.load_state_dict(state["ref"])

@@ -32,7 +32,7 @@ from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
 from alignfw.objectives import AdaptiveKLController, clipped_surrogate, kl_penalised_rewards, leave_one_out_advantages
-from alignfw.optim import accumulate, accumulation_weights, build_optimizer, shuffled_minibatches
+from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -45,6 +45,9 @@ class RLOOConfig:
     """Options of RLOO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
     lr: float = 1e-6
+    schedule: str = "constant"  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
+    warmup_steps: int = 0  #: run steps of linear lr warmup
+    min_lr_ratio: float = 0.0  #: linear / cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.0
     adam_eps: float = 1e-8
     num_generations: int = 4  #: k, samples per prompt (the paper's best k); rollout batch = run.batch_size * k
@@ -79,6 +82,8 @@ class RLOO:
         self.optimizer = build_optimizer(
             self.model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps
         )
+        # stepped once per run step (however many optimizer steps a rollout takes), as warmup_steps counts
+        self.scheduler = lr_schedule(self.optimizer, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, total_steps=ctx.run.steps, min_lr_ratio=cfg.min_lr_ratio)
         self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
 
     # -- one step -----------------------------------------------------------------------------
@@ -97,6 +102,7 @@ class RLOO:
         old_seq_logprobs = (old["logprobs"] * mask).sum(1)  # (b,), log pi_old(y|x)
 
         stats = self._optimize(ro, old_seq_logprobs, advantages)
+        self.scheduler.step()
         self.kl_ctl.update(distributed.global_mean(seq_kl).item(), len(records) * distributed.world_size())
         stats.update(
             {
@@ -140,10 +146,12 @@ class RLOO:
         return evaluate_policy(self.model, self.reward, records, self.rollout_cfg, ref=self.ref, temperature=self.temperature)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "kl_ctl": self.kl_ctl.state_dict(), "ref": self.ref.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "kl_ctl": self.kl_ctl.state_dict(), "ref": self.ref.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # checkpoints written before online algorithms had a schedule have none
+            self.scheduler.load_state_dict(state["scheduler"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.ref.load_state_dict(state["ref"])
 

@@ -20,12 +20,24 @@ from typing import Any
 __all__ = ["main"]
 
 USAGE = """\
-usage: python -m alignfw [+algo=NAME] [+reward=NAME] [model=NAME] [data=NAME] [key=value ...]
-       python -m alignfw plugins           list every plugin, its kind, origin and options
-       python -m alignfw --help            Hydra's help (config groups and options)
+usage: python -m alignfw +algo=NAME [+reward=NAME] [model=NAME] [data=NAME] [key=value ...]
+       python -m alignfw plugins              every plugin, its kind, origin and options (with defaults)
+       python -m alignfw rerun RUN_DIR [key=value ...]   run a saved run's config.yaml again
+       python -m alignfw --version            alignfw, torch and transformers versions
+       python -m alignfw -h | --help          this page (Hydra's own: --hydra-help)
 
 example: python -m alignfw +reward=bleu +algo=ppo run.steps=50 algo.lr=1e-3
 """
+
+HELP_TAIL = """\
+common options (each plugin's own: python -m alignfw plugins):
+  run.steps=120 run.batch_size=64 run.eval_every=40 run.samples=4   how long, how often to evaluate
+  run.save_every=0 run.resume=RUN_DIR                               checkpoints and exact resume
+  run.trackers=[tensorboard,wandb,mlflow,trackio] run.project=NAME  experiment trackers
+  rollout.max_new_tokens=16 rollout.temperature=1.0                 sampling (online algorithms)
+  device=auto seed=0                                                where and how to run
+Hydra: --cfg job (print the config), --multirun (sweeps), hydra.run.dir=DIR (the run directory).
+From Python: alignfw.train(...) (docs/python-api.md)."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,9 +51,14 @@ def main(argv: list[str] | None = None) -> None:
             except BrokenPipeError:  # `python -m alignfw plugins | head`
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
-        if argv and argv[0] in ("-h", "usage"):
-            print(USAGE)
+        if argv and argv[0] in ("-h", "--help", "usage") or any(a in ("-h", "--help") for a in argv):
+            print(help_page())
             return
+        if argv and argv[0] in ("--version", "-V"):
+            print(version_line())
+            return
+        if argv and argv[0] == "rerun":
+            argv = rerun_overrides(argv[1:])
         _train(argv)
     except AlignfwError as e:
         _fail(e)
@@ -109,6 +126,7 @@ def _train(argv: list[str]) -> None:
                     f"missing required option{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
                     + " ".join(f"add {k}=<value>" for k in missing)
                 )
+            cfg = typed_config(cfg)  # a saved run's config.yaml (rerun) gets the schema back
             resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
             typed = OmegaConf.to_object(cfg)
             run_dir = typed.run.output_dir or HydraConfig.get().runtime.output_dir
@@ -122,7 +140,8 @@ def _train(argv: list[str]) -> None:
                 raise
             _fail(AlignfwError(f"a collective failed because another rank stopped (its message is above): {str(e).splitlines()[0]}"))
 
-    sys.argv = [sys.argv[0] if sys.argv else "alignfw", *normalize_overrides(argv), *_rank_overrides()]
+    argv = [a.replace("--hydra-help", "--help") for a in argv]
+    sys.argv = [sys.argv[0] if sys.argv else "alignfw", *check_overrides(normalize_overrides(argv)), *_rank_overrides()]
     _app()
 
 
@@ -136,6 +155,190 @@ def normalize_overrides(argv: list[str]) -> list[str]:
     """
     groups = ("+algo=", "+reward=", "+model=", "+data=")
     return [a[1:] if a.startswith(groups) else a for a in argv]
+
+
+def version_line() -> str:
+    """``alignfw 0.1.0 (torch 2.x, transformers 4.x, Python 3.x)``."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from alignfw import __version__
+
+    def ver(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"alignfw {__version__} (torch {ver('torch')}, transformers {ver('transformers')}, Python {platform.python_version()})"
+
+
+def help_page() -> str:
+    """Usage, every algorithm, reward, model and data source by name with its description, and the
+    common options; ``python -m alignfw plugins`` has each one's options."""
+    from alignfw.registry import KINDS, get_registry
+
+    reg = get_registry()
+    blocks = [USAGE.rstrip()]
+    for kind, (_, group, how) in KINDS.items():
+        items = [r for r in reg.all() if r.kind == kind]
+        title = {"data": "data sources", "algorithm": "algorithms"}.get(kind, kind + "s")
+        lines = [f"{title} ({how.format('NAME')}):"] + [f"  {r.name:<16} {r.description}".rstrip() for r in items]
+        lines += [f"  {name:<16} preset (conf/{group}/{name}.yaml)" for name in _presets(group)]
+        blocks.append("\n".join(lines if len(lines) > 1 else [*lines, "  (none installed)"]))
+    blocks.append("each one's options and defaults: python -m alignfw plugins\n\n" + HELP_TAIL)
+    return "\n\n".join(blocks)
+
+
+def _presets(group: str) -> list[str]:
+    """The YAML presets shipped in ``alignfw/conf/<group>/`` (``model=tiny``)."""
+    from importlib.resources import files
+
+    folder = files("alignfw.conf") / group
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")) if folder.is_dir() else []
+
+
+def rerun_overrides(args: list[str]) -> list[str]:
+    """``rerun RUN_DIR [overrides]``: Hydra's arguments that compose ``RUN_DIR/config.yaml`` as the
+    primary config (every value as saved, presets already applied), then the overrides."""
+    from pathlib import Path
+
+    from alignfw.exceptions import ConfigError
+
+    if not args or args[0].startswith(("-", "+")) or "=" in args[0]:
+        raise ConfigError("rerun needs a run directory: python -m alignfw rerun outputs/<date>/<time> [key=value ...]")
+    run_dir = Path(args[0])
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} has no config.yaml, so it is not an alignfw run directory; give outputs/<date>/<time>")
+    # a new run directory (Hydra's default, outputs/<date>/<time>) unless the overrides name one
+    return ["--config-path", str(run_dir.resolve()), "--config-name", "config", "run.output_dir=null", *args[1:]]
+
+
+def check_overrides(argv: list[str]) -> list[str]:
+    """Reject a ``key=value`` override whose key is no option, whether written ``key=`` or ``+key=``
+    (Hydra would add the latter silently), naming the closest options; drop the ``+`` of a key
+    that exists. The config is composed from the group choices of ``argv`` to know the options.
+    ``hydra.*`` keys, ``++key=`` (force-add) and sweeps (``--multirun``) go to Hydra unchecked."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from alignfw.exceptions import ConfigError
+
+    if any(a in ("-m", "--multirun") for a in argv) or GlobalHydra.instance().is_initialized():
+        return argv
+    groups, dotted, config_path, config_name = [], [], None, "config"
+    skip = False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a in ("--config-path", "-cp", "--config-name", "-cn") and i + 1 < len(argv):
+            config_path, config_name = (argv[i + 1], config_name) if a in ("--config-path", "-cp") else (config_path, argv[i + 1])
+            skip = True
+        elif "=" in a and not a.startswith(("-", "++", "~")):
+            key = a.split("=", 1)[0].lstrip("+")
+            if key.split(".")[0] != "hydra":
+                (dotted if "." in key else groups).append(a)
+    if not dotted:
+        return argv
+    try:
+        init = (
+            hydra.initialize_config_dir(config_dir=config_path, version_base="1.3")
+            if config_path is not None
+            else hydra.initialize_config_module(config_module="alignfw.conf", version_base="1.3")
+        )
+        with init:
+            cfg = typed_config(hydra.compose(config_name, overrides=groups))
+    except ConfigError:
+        raise
+    except Exception:  # the group choices themselves are wrong: Hydra's own run reports that
+        GlobalHydra.instance().clear()
+        return argv
+    out = []
+    for a in argv:
+        if a in dotted:
+            path = a.split("=", 1)[0].lstrip("+")
+            known, free = option_exists(cfg, path)
+            if not known:
+                raise ConfigError(unknown_option_message(cfg, path))
+            if a.startswith("+") and not free:
+                a = a[1:]  # +run.steps=3 on an existing option is the plain override
+        out.append(a)
+    return out
+
+
+def typed_config(cfg: Any) -> Any:
+    """``cfg`` with the typed schema: itself when composed from ``conf/config.yaml``; for a saved
+    run's ``config.yaml`` (plain values, as resolved), the top level merged into
+    :class:`AlignfwConfig` and each plugin node into the config class its ``_name_`` registered,
+    so options are type-checked and misspellings rejected as in a fresh run."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from alignfw._hydra import named_config
+    from alignfw.config import NAME_KEY, AlignfwConfig
+    from alignfw.exceptions import ConfigError
+    from alignfw.registry import get_registry
+
+    if OmegaConf.get_type(cfg) is AlignfwConfig:
+        return cfg
+    plain: dict[str, Any] = OmegaConf.to_container(cfg)  # type: ignore[assignment]
+    reg = get_registry()
+    nodes = {}
+    try:
+        for key, kind in (("model", "model"), ("data", "data"), ("reward", "reward"), ("algo", "algorithm")):
+            node = plain.pop(key, None)
+            if isinstance(node, dict):
+                name = node.get(NAME_KEY)
+                if not isinstance(name, str):
+                    raise ConfigError(f"{key} in the saved config has no {NAME_KEY}, so its plugin is unknown; set {key}=<name>")
+                nodes[key] = OmegaConf.merge(OmegaConf.structured(named_config(reg.get(kind, name).config, name)), node)
+        typed = OmegaConf.merge(OmegaConf.structured(AlignfwConfig), plain)
+        for key, node in nodes.items():
+            typed[key] = node
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"the saved config does not fit this alignfw: {str(e).splitlines()[0]}") from None
+    return typed
+
+
+def option_exists(cfg: Any, path: str) -> tuple[bool, bool]:
+    """``(exists, free)``: whether ``path`` names an option of ``cfg``, and whether it lies in a free
+    dict (a ``dict[str, Any]`` field, where new keys are allowed)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    node: Any = cfg
+    for part in path.split("."):
+        if isinstance(node, DictConfig):
+            if OmegaConf.get_type(node) in (dict, None) and node is not cfg:
+                return True, True
+            if part not in node:
+                return False, False
+            node = node._get_node(part)
+        elif isinstance(node, ListConfig):
+            if not part.isdigit() or int(part) >= len(node):
+                return False, False
+            node = node._get_node(int(part))
+        else:  # below a leaf (a value, or a plugin node that is null in this config)
+            return False, False
+    return True, False
+
+
+def unknown_option_message(cfg: Any, path: str) -> str:
+    """``unknown option 'algo.lrr' (did you mean algo.lr?); ...`` with the options of that node."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    parent, _, leaf = path.rpartition(".")
+    head = path.split(".")[0]
+    if head in ("algo", "reward", "model", "data") and OmegaConf.select(cfg, head) is None:
+        return f"{path} is set but no {head} is chosen; add +{head}=NAME (python -m alignfw --help lists them)"
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    names = [f"{parent}.{k}" if parent else str(k) for k in node.keys()] if OmegaConf.is_dict(node) else []
+    close = difflib.get_close_matches(path, names, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    cls = OmegaConf.get_type(node).__name__ if OmegaConf.is_dict(node) and OmegaConf.get_type(node) not in (dict, None) else ""
+    where = f"it is not an option of {cls}" if cls else f"{parent or 'the config'} has no such key"
+    return f"unknown option {path!r}{hint}: {where}; `python -m alignfw plugins` lists every option"
 
 
 def _quiet_libraries() -> None:

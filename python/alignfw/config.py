@@ -30,6 +30,10 @@ class RunConfig:
     resume: str | None = None  #: a run directory or checkpoint directory to continue from
     output_dir: str | None = None  #: defaults to Hydra's run directory
     progress: bool = True  #: console progress bar
+    #: experiment trackers, any of tensorboard, wandb, mlflow, trackio (metrics.jsonl is always written)
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    samples: int = 4  #: held-out prompts whose completions are logged at every evaluation (samples.jsonl, trackers)
+    project: str = "alignfw"  #: the project (wandb, trackio) or experiment (MLflow) runs are logged to
 
 
 @dataclass

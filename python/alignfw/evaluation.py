@@ -1,5 +1,6 @@
-"""Held-out evaluation: of a policy by its rollouts (reward, KL, length), and of any loss by the
-same micro-batch walk as training, without gradients."""
+"""Held-out evaluation: of a policy by its rollouts (reward, KL, length), of any loss by the same
+micro-batch walk as training, without gradients, and the sample completions a person reads
+(:func:`sample_completions`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from alignfw.config import RolloutConfig
+from alignfw.models.chat import render_records
 from alignfw.objectives import kl_estimate
 from alignfw.optim import micro_batches
-from alignfw.rollout import record_seeds, rollout, score_rollout
+from alignfw.rollout import EVAL_STREAM, compute_rewards, record_seeds, rollout, row_seeds, sampling_stream, score_rollout
 from alignfw.types import Record
 
 if TYPE_CHECKING:
     from alignfw.models import PolicyModel
 
-__all__ = ["evaluate_batches", "evaluate_policy"]
+__all__ = ["evaluate_batches", "evaluate_policy", "sample_completions"]
 
 
 @torch.no_grad()
@@ -82,3 +84,43 @@ def evaluate_batches(
         for m, t in zip(modules, was):
             m.train(t)
     return acc
+
+
+@torch.no_grad()
+def sample_completions(
+    model: PolicyModel, reward: Callable[..., Any] | None, records: Sequence[Record], cfg: RolloutConfig, *, seed: int
+) -> list[dict[str, Any]]:
+    """One response per record at the evaluation temperature, for people to read.
+
+    The records are taken as the first held-out records, sampled with the seeds the evaluation
+    gives them (:data:`alignfw.rollout.EVAL_STREAM`): the samples are the responses the evaluation
+    scored, the same prompts get comparable draws at every evaluation, and training's random
+    stream is untouched (a run trains the same with or without them). Each sample is
+    ``{"prompt", "response", "length"}`` (response tokens) plus, with a reward, ``"reward"`` and
+    ``"rewards"``: the score of each part of a fused reward (``combine``'s ``parts``) by name.
+    """
+    if not records:
+        return []
+    recs = render_records(records, model.tokenizer)
+    prompts = [r.prompt for r in recs]
+    temp = cfg.eval_temperature if cfg.eval_temperature is not None else cfg.temperature
+    with sampling_stream(seed, EVAL_STREAM):
+        seeds = row_seeds(record_seeds(len(recs)), 1)
+    was_training = model.lm.training
+    model.lm.eval()
+    try:
+        gen = model.generate(
+            prompts, max_new_tokens=cfg.max_new_tokens, temperature=temp, top_k=cfg.top_k, top_p=cfg.top_p,
+            stop_strings=cfg.stop_strings, seeds=seeds,
+        )  # fmt: skip
+    finally:
+        model.lm.train(was_training)
+    lengths = gen.response_mask.sum(1).tolist()
+    out = [{"prompt": str(p), "response": str(r), "length": int(n)} for p, r, n in zip(prompts, gen.responses, lengths)]
+    if reward is not None:
+        total = compute_rewards(reward, prompts, gen.responses, recs, torch.device("cpu")).tolist()
+        parts = {name: compute_rewards(fn, prompts, gen.responses, recs, torch.device("cpu")).tolist() for name, _, fn in getattr(reward, "parts", [])}
+        for i, sample in enumerate(out):
+            sample["reward"] = total[i]
+            sample["rewards"] = {name: scores[i] for name, scores in parts.items()}
+    return out

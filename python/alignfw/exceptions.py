@@ -34,6 +34,11 @@ class TrainingError(AlignfwError):
     """Training cannot go on (a NaN reward or loss, a diverged policy)."""
 
 
+class RewardFunctionError(TrainingError):
+    """A reward function given in Python raised, or returned something other than one finite float
+    per completion; the message names the function as ``module.qualname``."""
+
+
 __all__ = [
     "AlignfwError",
     "CheckpointError",
@@ -41,6 +46,7 @@ __all__ = [
     "DataError",
     "InvalidInputError",
     "PluginError",
+    "RewardFunctionError",
     "TokenizerError",
     "TokenizerFormatError",
     "TrainingError",

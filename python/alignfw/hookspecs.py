@@ -127,6 +127,21 @@ def on_step_end(step: int, metrics: dict[str, float]) -> None:
 
 
 @hookspec
+def on_samples(step: int, samples: list[dict[str, Any]]) -> None:
+    """Called at every evaluation with ``run.samples`` completions of held-out prompts, each a dict
+    ``{"prompt", "response", "length"}`` plus ``"reward"`` and ``"rewards"`` (each part of a fused
+    reward by name) when the run has a reward.
+
+    Example::
+
+        @hookimpl
+        def on_samples(step, samples):
+            for s in samples:
+                print(step, s["prompt"], "->", s["response"], s.get("reward"))
+    """
+
+
+@hookspec
 def on_checkpoint(step: int, path: str) -> None:
     """Called after a checkpoint was written (atomically) to ``path``.
 

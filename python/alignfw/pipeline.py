@@ -16,6 +16,7 @@ the lifecycle hooks. With one process all of that is the identity.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import sys
@@ -30,6 +31,7 @@ import torch
 from alignfw import distributed
 from alignfw.checkpoint import encode_state, find_checkpoint, load_state, save_checkpoint
 from alignfw.config import NAME_KEY, AlignfwConfig
+from alignfw.evaluation import sample_completions
 from alignfw.exceptions import ConfigError, DataError, PluginError, TrainingError
 from alignfw.models import PolicyModel
 from alignfw.models.chat import render_records
@@ -183,7 +185,7 @@ class Trainer:
             raise ConfigError(f"checkpoint {ck} does not match model {_name(self.cfg.model)!r} (missing {sorted(missing)[:3]}, unexpected {unexpected[:3]})")
         self.load_state_dict(load_state(ck))
         if distributed.is_main():
-            print(f"resumed from {ck} at step {self.step}", file=sys.stderr)
+            log.warning("resumed from %s at step %d", ck, self.step)  # stderr, as before
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -192,6 +194,7 @@ class Trainer:
         share and the results are averaged weighted by record count."""
         if not self.eval_records or not isinstance(self.algo, Evaluates):
             return {}
+        self.samples()
         n, w, r = len(self.eval_records), self.world, distributed.rank()
         with sampling_stream(self.cfg.seed, EVAL_STREAM, offset=r * n // w):  # the offset of distributed.shard's share
             if self.world == 1:
@@ -199,10 +202,21 @@ class Trainer:
             mine = distributed.shard(self.eval_records)
             return distributed.weighted_mean_metrics(self.algo.evaluate(mine) if mine else {}, float(len(mine)))
 
+    def samples(self) -> list[dict[str, Any]]:
+        """``run.samples`` completions of the first held-out prompts, handed to the ``on_samples``
+        hook (every rank samples the same under the run's seed; rank 0 calls the hook)."""
+        if self.cfg.run.samples <= 0 or isinstance(self.algo, SavesModel):  # a reward model's run trains no policy
+            return []
+        out = sample_completions(self.model, self.reward, self.eval_records[: self.cfg.run.samples], self.cfg.rollout, seed=self.cfg.seed)
+        if distributed.is_main():
+            self.pm.hook.on_samples(step=self.step, samples=out)
+        return out
+
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
         main = distributed.is_main()
         if main:
+            console_logging()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(_yaml(self.resolved))
         if cfg.run.resume:
@@ -217,15 +231,25 @@ class Trainer:
         bar = _progress(cfg.run.steps, self.step, cfg.run.progress and main)
         t0 = time.perf_counter()
         last_eval: dict[str, float] = first
+        tokens = TokenCounter(self.model.lm)
+        token_total, step_time = 0.0, 0.0
         while self.step < cfg.run.steps:
             idx = batch_for_step(len(self.train_records), cfg.run.batch_size, self.step, cfg.seed)
             if self.world > 1:
                 idx = distributed.shard(idx)  # this rank's contiguous share; GRPO/RLOO groups form on one rank
+            tokens.take()  # evaluation's tokens are not the step's
+            t_step = time.perf_counter()
             # rollouts sample by (seed, step, global index): N processes draw what one process draws
             with sampling_stream(cfg.seed, self.step, offset=distributed.rank() * len(idx)):
                 metrics = self.algo.step([self.train_records[i] for i in idx])
+            metrics["time/tokens"] = tokens.take()
+            dt = time.perf_counter() - t_step
             metrics.update(self.model.take_stats())  # truncation counters of this step's encoding
+            metrics.update(_reward_parts(self.reward))  # reward/<name> of each fused reward
             metrics = distributed.mean_metrics(metrics)
+            step_tokens = metrics.pop("time/tokens") * self.world  # over all ranks
+            metrics["time/tokens_per_s"] = step_tokens / max(dt, 1e-9)
+            token_total, step_time = token_total + step_tokens, step_time + dt
             bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
             if bad:
                 raise TrainingError(
@@ -245,6 +269,7 @@ class Trainer:
                 self.checkpoint()
         if bar is not None:
             bar.close()
+        tokens.close()
         final = self.evaluate()
         if final:
             self._log(self.step, final)
@@ -256,13 +281,16 @@ class Trainer:
         if main or self.model.fsdp:  # FSDP2 gathers the shards on every rank; rank 0 writes
             save(str(self.run_dir / "final"))
         summary = {"steps": self.step, "start": first, "final": last_eval, "run_dir": str(self.run_dir)}
+        summary["wall_s"] = round(time.perf_counter() - t0, 3)  # the training loop and the final evaluation
+        summary["tokens_per_s"] = round(token_total / step_time, 1) if step_time else None
+        summary.update(environment(self.device, self.world))
         if main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if first and final and main:
             _print_eval("final", final)
             _print_change(first, final)
         if main:
-            print(f"outputs: {self.run_dir} (final model in {self.run_dir / 'final'})")
+            log.info("outputs: %s (final model in %s)", self.run_dir, self.run_dir / "final")
             self.pm.hook.on_run_end(run_dir=str(self.run_dir), metrics=last_eval)
         distributed.barrier()
         return summary
@@ -289,6 +317,106 @@ class Trainer:
 
 
 _POSTFIX = {"reward/mean": "reward", "kl/seq": "kl", "loss/total": "loss"}
+
+
+class TokenCounter:
+    """Tokens through the policy's forward passes (sampling, scoring, training): a forward pre-hook
+    on ``lm`` adds the attention mask's sum (the whole input without one; one new token per
+    sequence in a cached generation step). Kept as a tensor, so counting never syncs the GPU."""
+
+    def __init__(self, lm: torch.nn.Module) -> None:
+        self.count: Any = 0
+        self.handle = lm.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if not isinstance(ids, torch.Tensor):
+            return
+        mask = kwargs.get("attention_mask")
+        same = isinstance(mask, torch.Tensor) and mask.shape == ids.shape  # not a cached step (mask covers the past)
+        self.count = self.count + (mask.sum() if same else ids.numel())
+
+    def take(self) -> float:
+        """Tokens since the last call."""
+        n, self.count = self.count, 0
+        return float(n)
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+def environment(device: torch.device, world: int) -> dict[str, Any]:
+    """What produced a run: versions of alignfw, torch and transformers, the git commit of the
+    working directory (when it is a git checkout) and the hardware, for ``summary.json``."""
+    import os
+    import platform
+    import subprocess
+
+    import transformers
+
+    from alignfw import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    hardware: dict[str, Any] = {"device": device.type, "processes": world, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    if device.type == "cuda":
+        hardware.update(gpu=torch.cuda.get_device_name(device), gpu_count=torch.cuda.device_count())
+    versions = {"alignfw": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    return {"versions": versions, "git_commit": commit, "hardware": hardware}
+
+
+def _reward_parts(reward: Any) -> dict[str, float]:
+    """The mean score of each part of a fused reward (``combine``'s ``last_components``, set by its
+    last call: this step's rollout) as ``reward/<name>``; emptied once read."""
+    parts = getattr(reward, "last_components", None)
+    if not isinstance(parts, dict):
+        return {}
+    out = {f"reward/{k}": float(v) for k, v in parts.items()}
+    parts.clear()
+    return out
+
+
+#: the run's console lines (evaluations, the held-out change, where outputs went)
+log = logging.getLogger("alignfw.run")
+
+
+class _Console(logging.StreamHandler):
+    """The bare message on ``sys.stdout`` (``sys.stderr`` from WARNING up), whichever stream is
+    current when a line is written (pytest and notebooks swap them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr if getattr(self, "_record_level", 0) >= logging.WARNING else sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property decides
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._record_level = record.levelno
+        super().emit(record)
+        self.flush()
+
+
+def console_logging() -> None:
+    """Send :data:`log` to the console as bare lines (what ``print`` wrote before) and to every file
+    handler of the root logger: under the command line, Hydra's job log ``<run_dir>/<job>.log``."""
+    log.setLevel(logging.INFO)
+    log.propagate = False  # the root's console handler (Hydra's) would print each line again, prefixed
+    if not any(isinstance(h, _Console) for h in log.handlers):
+        log.addHandler(_Console())
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler) and h not in log.handlers:
+            log.addHandler(h)
+    for h in list(log.handlers):  # a file handler of an earlier run (a --multirun job) that Hydra closed
+        if isinstance(h, logging.FileHandler) and h not in logging.getLogger().handlers:
+            log.removeHandler(h)
 
 
 def run(cfg: AlignfwConfig, run_dir: Path, resolved: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -321,14 +449,14 @@ def _progress(total: int, initial: int, enabled: bool):
 
 def _print_eval(label: str, m: dict[str, float]) -> None:
     parts = [f"{k.removeprefix('eval/')} {v:.4f}" for k, v in m.items()]
-    print(f"[eval:{label}] " + "  ".join(parts), flush=True)
+    log.info("[eval:%s] %s", label, "  ".join(parts))
 
 
 def _print_change(first: dict[str, float], final: dict[str, float]) -> None:
     a, b = first.get("eval/reward"), final.get("eval/reward")
     if a is not None and b is not None:
-        rel = (b - a) / abs(a) * 100 if a else float("inf")
-        print(f"held-out reward: {a:.4f} -> {b:.4f} ({rel:+.1f}%)", flush=True)
+        rel = f" ({(b - a) / abs(a) * 100:+.1f}%)" if a else ""  # no percentage of a zero start
+        log.info("held-out reward: %.4f -> %.4f%s", a, b, rel)
 
 
 def _yaml(d: dict[str, Any]) -> str:

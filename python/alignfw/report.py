@@ -6,7 +6,8 @@ logged step, written by ``alignfw.plugins.loggers``), ``config.yaml`` and, once 
 names included. Metrics are grouped by the prefix before the first ``/`` (``reward/*``, ``kl/*``,
 ``loss/*``, ``time/*`` …); a held-out metric ``eval/<g>`` is drawn in group ``<g>`` when the run
 logs one (so ``eval/reward`` sits beside the training ``reward/mean``), the other ``eval/*`` form
-their own group. The plots are hand-written SVG (no matplotlib, no JavaScript, no network): nice
+their own group. When the run logged sample completions (``samples.jsonl``), the first and the last
+evaluation's are shown side by side, prompt by prompt, with each reward and length. The plots are hand-written SVG (no matplotlib, no JavaScript, no network): nice
 tick values (Heckbert, "Nice numbers for graph labels", Graphics Gems, 1990), a polyline per
 series with gaps at NaN/inf, a marker for an isolated point, and for long noisy training series a
 TensorBoard-style debiased EMA over the raw line.
@@ -36,11 +37,13 @@ __all__ = [
     "Scale",
     "Series",
     "build_report",
+    "chart_series",
     "ema",
     "format_tick",
     "group_series",
     "line_plot_svg",
     "load_metrics",
+    "load_samples",
     "main",
     "nice_ticks",
     "smoothing_weight",
@@ -113,8 +116,11 @@ def _parse_row(line: str, path: Path, lineno: int) -> tuple[int, dict[str, Any]]
 
 
 #: groups shown first, in this order; ``time`` comes last, every other group alphabetically between
-_GROUP_ORDER = ("reward", "kl", "loss", "eval")
-_TITLES = {"reward": "Reward", "kl": "KL", "loss": "Loss", "eval": "Held-out evaluation", "time": "Time"}
+_GROUP_ORDER = ("reward", "kl", "loss", "eval", "lr")
+_TITLES = {
+    "reward": "Reward", "kl": "KL", "loss": "Loss", "eval": "Held-out evaluation", "time": "Time", "lr": "Learning rate",
+    "time/tokens_per_s": "Throughput (tokens/s)",
+}  # fmt: skip
 
 
 def group_series(series: Mapping[str, Series]) -> list[tuple[str, list[Series]]]:
@@ -138,6 +144,23 @@ def group_series(series: Mapping[str, Series]) -> list[tuple[str, list[Series]]]
         return (_GROUP_ORDER.index(g), g) if g in _GROUP_ORDER else ((len(_GROUP_ORDER) + 1, g) if g == "time" else (len(_GROUP_ORDER), g))
 
     return [(g, sorted(groups[g], key=lambda s: (s.held_out, s.name))) for g in sorted(groups, key=rank)]
+
+
+#: the training series a group's held-out twin is drawn with, in order of preference
+_TWIN_SUFFIXES = ("/mean", "/total", "/seq")
+
+
+def chart_series(members: Sequence[Series]) -> list[list[Series]]:
+    """The charts of one group: one per training series, each on its own scale (``kl/coef`` is not
+    flattened under ``kl/seq``); the group's held-out series (``eval/reward``) share the chart of its
+    main training series (``reward/mean``, else ``*/total``, ``*/seq``, else the first), whose
+    quantity they measure; a group of held-out series only gets one chart per series."""
+    train = [s for s in members if not s.held_out]
+    held = [s for s in members if s.held_out]
+    if not train:
+        return [[s] for s in held]
+    main = next((s for suffix in _TWIN_SUFFIXES for s in train if s.name.endswith(suffix)), train[0])
+    return [[s, *held] if s is main else [s] for s in train]
 
 
 def ema(values: Sequence[float], weight: float) -> list[float]:
@@ -238,11 +261,15 @@ def _clean(v: float) -> float:
 
 
 def format_tick(v: float, ticks: Sequence[float]) -> str:
-    """A tick label with as many decimals as the tick spacing needs (``0.05`` → 2, ``2`` → 0);
-    three significant digits in scientific notation for very large or very small spacings."""
+    """A tick label with as many decimals as the tick spacing needs (``0.05`` → 2, ``2`` → 0), so
+    that neighbouring ticks never read the same (``0.69312``, ``0.69314``: not ``0.693`` twice);
+    scientific notation, with the significant digits the spacing needs, for very large or very
+    small values."""
     step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(v) or 1.0
-    if max(abs(t) for t in ticks) >= 1e6 or step < 1e-4:
-        return f"{v:.3g}"
+    top = max(abs(t) for t in ticks)
+    if top >= 1e6 or top < 1e-3:
+        digits = max(2, math.floor(math.log10(top)) - math.floor(math.log10(step) + 1e-9)) if top and step else 2
+        return f"{v:.{digits + 1}g}"
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
     return f"{_clean(v):.{decimals}f}"
 
@@ -436,7 +463,7 @@ def build_report(run_dir: str | Path, *, wall_s: float | None = None) -> str:
     summary = _load_json(run_dir / "summary.json")
     groups = group_series(series)
     name = _component(config, "algo") or "run"
-    figures = "\n".join(_figure(g, members) for g, members in groups) or "<p>metrics.jsonl holds no numeric metrics yet.</p>"
+    figures = "\n".join(_group_figures(g, members) for g, members in groups) or "<p>metrics.jsonl holds no numeric metrics yet.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -452,10 +479,9 @@ def build_report(run_dir: str | Path, *, wall_s: float | None = None) -> str:
 </header>
 {_overview(config, summary, series, wall_s)}
 {_held_out_table(summary, series)}
+{_samples_section(run_dir / "samples.jsonl")}
 <h2>Metrics over steps</h2>
-<div class="plots">
 {figures}
-</div>
 {_config_details(run_dir / "config.yaml")}
 <footer>Written by alignfw {_esc(_version())} on {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")} from metrics.jsonl;
 regenerate with <code>python -m alignfw.report {_esc(run_dir)}</code>.</footer>
@@ -477,7 +503,7 @@ def write_report(run_dir: str | Path, *, wall_s: float | None = None, out: str |
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; color: #222;
        margin: 24px auto; max-width: 1120px; padding: 0 16px; line-height: 1.4; }
-h1 { font-size: 22px; margin: 0 0 2px; } h2 { font-size: 16px; margin: 24px 0 8px; }
+h1 { font-size: 22px; margin: 0 0 2px; } h2 { font-size: 16px; margin: 24px 0 8px; } h3 { font-size: 14px; margin: 16px 0 6px; color: #444; }
 .run-dir { color: #666; font-family: ui-monospace, monospace; font-size: 12px; margin: 0; }
 table { border-collapse: collapse; font-size: 13px; }
 td, th { padding: 3px 12px 3px 0; text-align: left; vertical-align: top; }
@@ -488,16 +514,29 @@ figure { margin: 0; border: 1px solid #e6e6e6; border-radius: 6px; padding: 4px;
 figure svg { display: block; max-width: 100%; height: auto; }
 figcaption { font-size: 11px; color: #777; padding: 0 6px 4px; }
 pre { background: #f6f6f6; padding: 8px; font-size: 12px; overflow-x: auto; }
+table.samples td { max-width: 360px; } pre.sample { margin: 0 0 2px; padding: 4px 6px; white-space: pre-wrap; word-break: break-word; }
+.scores { font-size: 11px; color: #666; }
 footer { margin-top: 24px; font-size: 11px; color: #888; }
 """
 
 
-def _figure(group: str, members: list[Series]) -> str:
+#: the size of one chart of the small multiples
+_CHART = PlotBox(width=360, height=220)
+
+
+def _group_figures(group: str, members: list[Series]) -> str:
+    """A group's heading and its charts (:func:`chart_series`), side by side."""
     title = _TITLES.get(group) or (f"{group}/*" if any("/" in s.name for s in members) else group)
-    svg = line_plot_svg(title, members, group=group)
+    figures = "\n".join(_figure(group, chart) for chart in chart_series(members))
+    return f'<section class="group" id="group-{_esc(group)}">\n<h3>{_esc(title)}</h3>\n<div class="plots">\n{figures}\n</div>\n</section>'
+
+
+def _figure(group: str, members: list[Series]) -> str:
+    name = members[0].name
+    svg = line_plot_svg(_TITLES.get(name) or name, members, group=group, box=_CHART)
     smoothed = [s.name for s in members if _weight(s)]
-    caption = f"<figcaption>Faint: raw values; solid: EMA over about 5 % of the steps ({', '.join(map(_esc, smoothed))}).</figcaption>" if smoothed else ""
-    return f'<figure id="plot-{_esc(group)}">\n{svg}\n{caption}</figure>'
+    caption = "<figcaption>Faint: raw values; solid: EMA over about 5 % of the steps.</figcaption>" if smoothed else ""
+    return f'<figure id="plot-{_esc(name)}" data-group="{_esc(group)}">\n{svg}\n{caption}</figure>'
 
 
 def _overview(config: dict[str, Any], summary: dict[str, Any] | None, series: Mapping[str, Series], wall_s: float | None) -> str:
@@ -561,6 +600,55 @@ def _held_out_table(summary: dict[str, Any] | None, series: Mapping[str, Series]
         rows.append(f"<tr><td>{_esc(n)}</td><td class=\"num\">{_format_value(a)}</td><td class=\"num\">{_format_value(b)}</td>{change or '<td></td>'}</tr>")
     head = "<tr><th>held-out metric</th><th>start</th><th>final</th><th>change</th></tr>"
     return f'<h2>Held-out evaluation</h2>\n<table class="held-out" data-source="{_esc(source)}">\n{head}\n' + "\n".join(rows) + f"\n</table>\n<p class=\"options\">from {_esc(source)}</p>"
+
+
+def load_samples(path: Path) -> dict[int, list[dict[str, Any]]]:
+    """``samples.jsonl`` grouped by step (in file order; a resumed run's repeated step keeps its last)."""
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    if not path.is_file():
+        return by_step
+    last: dict[int, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            step = int(row["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise DataError(f"{path}, line {lineno}: not a sample (a JSON object with step, prompt, response)") from None
+        if last.get(step, lineno - 1) != lineno - 1:  # the same step logged again later (a resumed run): restart it
+            by_step[step] = []
+        by_step.setdefault(step, []).append(row)
+        last[step] = lineno
+    return by_step
+
+
+def _sample_cell(sample: dict[str, Any] | None) -> str:
+    if sample is None:
+        return "<td></td>"
+    scores = []
+    if isinstance(sample.get("reward"), (int, float)):
+        scores.append(f"reward {_format_value(sample['reward'])}")
+    scores += [f"{_esc(k)} {_format_value(v)}" for k, v in (sample.get("rewards") or {}).items() if isinstance(v, (int, float))]
+    scores.append(f"{sample.get('length', '?')} tokens")
+    return f'<td><pre class="sample">{_esc(sample.get("response", ""))}</pre><span class="scores">{" · ".join(scores)}</span></td>'
+
+
+def _samples_section(path: Path) -> str:
+    """The first and the last evaluation's sample completions side by side, prompt by prompt."""
+    by_step = load_samples(path)
+    if not by_step:
+        return ""
+    first, last = min(by_step), max(by_step)
+    start = {s.get("prompt"): s for s in by_step[first]}
+    final = {s.get("prompt"): s for s in by_step[last]}
+    prompts = list(dict.fromkeys([*start, *final]))
+    head = f"<tr><th>prompt</th><th>step {first}</th>" + (f"<th>step {last}</th>" if last != first else "") + "</tr>"
+    rows = [
+        f'<tr><td><pre class="sample">{_esc(p)}</pre></td>{_sample_cell(start.get(p))}' + (_sample_cell(final.get(p)) if last != first else "") + "</tr>"
+        for p in prompts
+    ]
+    return '<h2>Sample completions</h2>\n<table class="samples">\n' + head + "\n" + "\n".join(rows) + "\n</table>"
 
 
 def _config_details(path: Path) -> str:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from alignfw.models import Generation, PolicyModel
     from alignfw.registry import BuildContext
 
-__all__ = ["EVAL_STREAM", "Rollout", "compute_rewards", "record_seeds", "require_reward", "rollout", "sampling_stream", "score_rollout"]
+__all__ = ["EVAL_STREAM", "Rollout", "compute_rewards", "record_seeds", "require_reward", "row_seeds", "rollout", "sampling_stream", "score_rollout"]
 
 #: the ``stream`` of evaluations: every evaluation of a run samples with the same seeds, so the
 #: start and final figures differ by the policy, not by the luck of the draw
@@ -109,6 +109,11 @@ def compute_rewards(
     return scores
 
 
+def row_seeds(seeds: Sequence[int], group_size: int) -> list[int]:
+    """The seeds of the ``group_size`` samples of each record (contiguous): ``mix(seed, j)``."""
+    return [mix(s, j) for s in seeds for j in range(group_size)]
+
+
 @dataclass
 class Rollout:
     """Scored samples of the policy.
@@ -166,7 +171,7 @@ def rollout(
         top_k=cfg.top_k,
         top_p=cfg.top_p,
         stop_strings=cfg.stop_strings,
-        seeds=[mix(s, j) for s in seeds for j in range(group_size)],
+        seeds=row_seeds(seeds, group_size),
     )
     scores = compute_rewards(reward, prompts, gen.responses, group, model.device)  # (b,)
     return Rollout(group, prompts, gen, scores, gen.response_mask.float(), group_size)
