@@ -30,6 +30,9 @@ class RunConfig:
     resume: str | None = None  #: a run directory or checkpoint directory to continue from
     output_dir: str | None = None  #: defaults to Hydra's run directory
     progress: bool = True  #: console progress bar
+    #: a held-out metric (eval/reward, eval/perplexity, ...): the model of its best evaluation is kept in best/
+    keep_best: str | None = None
+    best_mode: str = "auto"  #: max, min, or auto (min for loss, nll, perplexity and kl metrics; max otherwise)
     #: experiment trackers, any of tensorboard, wandb, mlflow, trackio (metrics.jsonl is always written)
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     samples: int = 4  #: held-out prompts whose completions are logged at every evaluation (samples.jsonl, trackers)

@@ -4,6 +4,7 @@ micro-batch walk as training, without gradients, and the sample completions a pe
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -18,7 +19,7 @@ from alignfw.types import Record
 if TYPE_CHECKING:
     from alignfw.models import PolicyModel
 
-__all__ = ["evaluate_batches", "evaluate_policy", "sample_completions"]
+__all__ = ["evaluate_batches", "evaluate_policy", "reference_perplexity", "sample_completions"]
 
 
 @torch.no_grad()
@@ -33,7 +34,8 @@ def evaluate_policy(
     batch_size: int = 128,
 ) -> dict[str, float]:
     """Sample one response per record (``cfg.eval_temperature`` or the training temperature)
-    and return ``eval/reward``, ``eval/kl`` (sequence-level k1, to ``ref``), ``eval/length`` (tokens).
+    and return ``eval/reward``, ``eval/kl`` (sequence-level k1, to ``ref``), ``eval/length`` (tokens),
+    and, where the records have reference responses, :func:`reference_perplexity`.
 
     ``temperature``: the one log-probs are scored at (the algorithm's); default the sampling one.
     """
@@ -49,11 +51,39 @@ def evaluate_policy(
         if ref is not None:
             lp = score_rollout(model, ro.gen, temperature=score_temp, ref=ref)
             kls.append(kl_estimate(lp["logprobs"], lp["ref_logprobs"], ro.mask, "k1").sum(1))
-    model.lm.train(was_training)
     out = {"eval/reward": torch.cat(rewards).mean().item(), "eval/length": torch.cat(lengths).mean().item()}
     if kls:
         out["eval/kl"] = torch.cat(kls).mean().item()
+    out.update(reference_perplexity(model, records, batch_size=batch_size))
+    model.lm.train(was_training)
     return out
+
+
+def _reference(rec: Record) -> str | None:
+    if rec.response:
+        return rec.response
+    return rec.references[0] if rec.references else None
+
+
+@torch.no_grad()
+def reference_perplexity(model: PolicyModel, records: Sequence[Record], *, batch_size: int = 128) -> dict[str, float]:
+    """The policy's ``eval/nll`` (nats per token, exact token mean) and ``eval/perplexity`` on the
+    records' reference responses (``response``, else the first of ``references``), each followed by
+    EOS; ``{}`` when no record has one. The check that alignment did not wreck the language model:
+    a policy that games its reward drifts away from text people wrote."""
+    pairs = [(r.prompt, ref) for r in render_records(records, model.tokenizer) if (ref := _reference(r))]
+    if not pairs:
+        return {}
+    model.lm.eval()
+    nll, tokens = 0.0, 0.0
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        gen = model.encode_pairs([p for p, _ in chunk], [r for _, r in chunk])
+        logprobs = model.score(gen, temperature=1.0)["logprobs"].float()  # (b, R), 0 where masked
+        nll -= float(logprobs.sum())
+        tokens += float(gen.response_mask.sum())
+    mean = nll / tokens
+    return {"eval/nll": mean, "eval/perplexity": math.exp(min(mean, 50.0))}
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from functools import partial
@@ -130,7 +131,12 @@ class Trainer:
             seed_everything(cfg.seed * 1_000_003 + 7919 * (distributed.rank() + 1))
         self.train_records = self._records("train")
         self.eval_records = self._records("eval")[: cfg.run.eval_size] if cfg.run.eval_size > 0 else []
+        if cfg.run.keep_best:
+            best_is_higher(cfg.run.keep_best, cfg.run.best_mode)  # checks best_mode before anything trains
+            if cfg.run.eval_size <= 0 or not self.eval_records or not isinstance(self.algo, Evaluates):
+                raise ConfigError(f"run.keep_best={cfg.run.keep_best} needs held-out evaluations: set run.eval_size > 0 with data that has an eval split")
         self.step = 0
+        self.best: dict[str, Any] | None = None  #: {"metric", "step", "value"} of the model in best/ (run.keep_best)
 
     def _records(self, split: str) -> list[Record]:
         recs = render_records(self.data.records(split), self.model.tokenizer)  # conversations through the chat template
@@ -144,7 +150,7 @@ class Trainer:
         """Step, algorithm state and RNG; under torchrun also every rank's RNG (``rng_ranks``), so a
         collective: every rank must call it."""
         rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
-        state = {"step": self.step, "algo": self.algo.state_dict(), "rng": rng}
+        state = {"step": self.step, "algo": self.algo.state_dict(), "rng": rng, "best": self.best}
         if self.model.grad_scaler is not None:  # fp16: the loss scale continues where it was
             state["grad_scaler"] = self.model.grad_scaler.state_dict()
         if self.world > 1:
@@ -154,6 +160,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
+        self.best = state.get("best")
         self.algo.load_state_dict(state["algo"])
         if self.model.grad_scaler is not None and "grad_scaler" in state:
             self.model.grad_scaler.load_state_dict(state["grad_scaler"])
@@ -226,6 +233,7 @@ class Trainer:
         first = self.evaluate() if self.step == 0 else {}
         if first:
             self._log(0, first)
+            self._keep_best(first)
             if main:
                 _print_eval("start", first)
         bar = _progress(cfg.run.steps, self.step, cfg.run.progress and main)
@@ -261,6 +269,7 @@ class Trainer:
             if cfg.run.eval_every and self.step % cfg.run.eval_every == 0 and self.step < cfg.run.steps:
                 last_eval = self.evaluate()
                 metrics.update(last_eval)
+                self._keep_best(last_eval)
             self._log(self.step, metrics)
             if bar is not None:
                 bar.update(1)
@@ -274,13 +283,13 @@ class Trainer:
         if final:
             self._log(self.step, final)
             last_eval = final
+            self._keep_best(final)
         if cfg.run.save_every and self.step % cfg.run.save_every:
             self.checkpoint()
-        # an algorithm that trains something other than the policy (a reward model) saves that instead
-        save = self.algo.save_pretrained if isinstance(self.algo, SavesModel) else self.model.save_pretrained
-        if main or self.model.fsdp:  # FSDP2 gathers the shards on every rank; rank 0 writes
-            save(str(self.run_dir / "final"))
+        self._save_model("final", last_eval)
         summary = {"steps": self.step, "start": first, "final": last_eval, "run_dir": str(self.run_dir)}
+        if self.best is not None:
+            summary["best"] = {**self.best, "path": str(self.run_dir / "best")}
         summary["wall_s"] = round(time.perf_counter() - t0, 3)  # the training loop and the final evaluation
         summary["tokens_per_s"] = round(token_total / step_time, 1) if step_time else None
         summary.update(environment(self.device, self.world))
@@ -289,11 +298,55 @@ class Trainer:
         if first and final and main:
             _print_eval("final", final)
             _print_change(first, final)
+        if self.best is not None and main:
+            log.info("best model: step %d (%s %.4f) in %s", self.best["step"], self.best["metric"], self.best["value"], self.run_dir / "best")
         if main:
             log.info("outputs: %s (final model in %s)", self.run_dir, self.run_dir / "final")
             self.pm.hook.on_run_end(run_dir=str(self.run_dir), metrics=last_eval)
         distributed.barrier()
         return summary
+
+    def _keep_best(self, evals: dict[str, float]) -> None:
+        """After an evaluation: when ``run.keep_best``'s metric improved, save the model to ``best/``."""
+        metric = self.cfg.run.keep_best
+        if not metric or not evals:
+            return
+        if metric not in evals:
+            raise ConfigError(f"run.keep_best={metric} is not a held-out metric of this run; choose one of: {', '.join(sorted(evals))}")
+        value, best = float(evals[metric]), self.best
+        higher = best_is_higher(metric, self.cfg.run.best_mode)
+        if best is not None and best["metric"] == metric and not (value > best["value"] if higher else value < best["value"]):
+            return
+        self.best = {"metric": metric, "step": self.step, "value": value}
+        self._save_model("best", evals)
+
+    def _save_model(self, name: str, metrics: dict[str, float]) -> Path:
+        """The trained model (the policy, or what the algorithm trains instead, e.g. a reward model)
+        in ``run_dir/name`` with its model card. It is written to a temporary folder and then
+        renamed, so a save cut short never leaves a half model under ``name``. Under FSDP2 every
+        rank must call it (the shards are gathered); rank 0 writes."""
+        from alignfw import __version__
+        from alignfw.model_card import write_model_card
+
+        target, tmp, old = (self.run_dir / n for n in (name, f".{name}.tmp", f".{name}.old"))
+        save = self.algo.save_pretrained if isinstance(self.algo, SavesModel) else self.model.save_pretrained
+        main = distributed.is_main()
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        distributed.barrier()
+        if main or self.model.fsdp:
+            save(str(tmp))
+        if main:
+            lora = (tmp / "adapter_model.safetensors").exists()
+            title = f"{self.run_dir.name}/{name}"
+            write_model_card(tmp, config=self.resolved, metrics=metrics, step=self.step, title=title, lora=lora, version=__version__)
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier()
+        return target
 
     def checkpoint(self) -> Path | None:
         """Write a checkpoint; returns its path on rank 0 (None on the others). Under torchrun every
@@ -427,6 +480,19 @@ def run(cfg: AlignfwConfig, run_dir: Path, resolved: dict[str, Any] | None = Non
     # (process exit) is what unblocks it; torchrun then stops the remaining ranks
     distributed.shutdown()
     return summary
+
+
+#: held-out metrics that are better when lower (matched as a suffix of the metric's name)
+LOWER_IS_BETTER = ("loss", "nll", "perplexity", "kl")
+
+
+def best_is_higher(metric: str, mode: str) -> bool:
+    """Whether a larger ``metric`` is better under ``run.best_mode`` (max, min or auto)."""
+    if mode not in ("auto", "max", "min"):
+        raise ConfigError(f"run.best_mode={mode} is not one of auto, max, min")
+    if mode != "auto":
+        return mode == "max"
+    return not any(part.endswith(LOWER_IS_BETTER) for part in metric.split("/")[1:] or [metric])
 
 
 def _set_threads(threads: int | None, device: torch.device, model: PolicyModel) -> None:

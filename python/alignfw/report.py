@@ -556,11 +556,20 @@ def _overview(config: dict[str, Any], summary: dict[str, Any] | None, series: Ma
         ("Wall time", _duration(wall_s) + " (run start to end, after set-up)" if wall_s is not None else None),
         ("Training loop", _duration(loop_s) + " (time/elapsed_s)" if loop_s is not None else None),
         ("Status", "finished" if summary else "incomplete: no summary.json (the run was stopped, failed or is still running)"),
+        ("Best model", _best(summary)),
     ]
     body = "\n".join(f"<tr><th>{k}</th><td>{_esc(v)}</td></tr>" for k, v in rows if v not in (None, ""))
     options = " · ".join(f"{k}={v}" for k, v in _node(config, "algo").items() if k != "_name_")
     opts = f'\n<p class="options">algo: {_esc(options)}</p>' if options else ""
     return f'<section class="overview">\n<table>\n{body}\n</table>{opts}\n</section>'
+
+
+def _best(summary: dict[str, Any] | None) -> str | None:
+    """``step 80 (eval/reward 0.8412) in best/`` when the run kept its best model (run.keep_best)."""
+    best = (summary or {}).get("best")
+    if not isinstance(best, dict):
+        return None
+    return f"step {best.get('step')} ({best.get('metric')} {_format_value(best.get('value'))}) in best/"
 
 
 def _component(config: dict[str, Any], key: str, *details: str) -> str | None:
