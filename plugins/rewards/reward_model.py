@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from alignfw.config import option
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import load_classifier, score_sequences
@@ -27,8 +28,8 @@ class RewardModelConfig:
     """Options of a learned reward model."""
 
     path: str = "???"  #: a directory with a sequence-classification model (config.json + safetensors)
-    batch_size: int = 32
-    max_length: int = 1024  #: prompt + response tokens scored (longer inputs are truncated on the left)
+    batch_size: int = option(32, ge=1)
+    max_length: int = option(1024, ge=1)  #: prompt + response tokens scored (longer inputs are truncated on the left)
     shift: float = 0.0  #: subtracted from the raw score
     scale: float = 1.0  #: the shifted score is multiplied by this
     dtype: str = "auto"
