@@ -32,7 +32,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignfw.exceptions import CheckpointError
-from alignfw.rundir import share_files
 
 __all__ = [
     "EncodedState",
@@ -42,6 +41,7 @@ __all__ = [
     "load_state",
     "save_checkpoint",
     "save_state",
+    "share_files",
 ]
 
 
@@ -190,3 +190,24 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# -- permissions ----------------------------------------------------------------------------------
+
+
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def share_files(directory: Path) -> None:
+    """Give every file under ``directory`` the mode a plain ``open()`` gives (0644 under umask 022).
+
+    safetensors (>= 0.7) writes through a private temporary file and renames it, so weights end up
+    0600 while every other output is 0644: a group sharing the machine could not read the model.
+    """
+    mode = _default_mode()
+    for p in [directory, *directory.rglob("*")] if directory.is_dir() else [directory]:
+        if p.is_file() and not p.is_symlink() and (p.stat().st_mode & 0o777) != mode:
+            os.chmod(p, mode)

@@ -28,14 +28,14 @@ from typing import Any
 import torch
 
 from alignfw import distributed
-from alignfw.checkpoint import check_safetensors, encode_state, find_checkpoint, load_state, save_checkpoint
+from alignfw.checkpoint import check_safetensors, encode_state, find_checkpoint, load_state, save_checkpoint, share_files
 from alignfw.config import NAME_KEY, AlignfwConfig, validate_options
 from alignfw.exceptions import AlignfwError, CheckpointError, ConfigError, DataError, PluginError, TrainingError
 from alignfw.models import PolicyModel
 from alignfw.models.chat import render_records
 from alignfw.models.protocol import missing_members
 from alignfw.registry import BuildContext, GuardedReward, get_plugin_manager, get_registry
-from alignfw.rundir import Interrupted, StopSignals, check_run_dir, claim_run_dir, release_run_dir, share_files
+from alignfw.rundir import Interrupted, StopSignals, check_run_dir, claim_run_dir, release_run_dir
 from alignfw.types import Evaluates, Record, SavesModel
 
 __all__ = ["Trainer", "batch_for_step", "resolve_device", "run"]

@@ -1,4 +1,4 @@
-"""Run directories: who may write where, file permissions, and stopping at a safe point.
+"""Run directories: who may write where, and stopping at a safe point.
 
 A run directory holds one run. :func:`check_run_dir` (before any model loads) and
 :func:`claim_run_dir` (when training starts) refuse a directory that holds another run:
@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from alignfw.checkpoint import find_checkpoint
 from alignfw.exceptions import AlignfwError, ConfigError
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "check_run_dir",
     "claim_run_dir",
     "release_run_dir",
-    "share_files",
 ]
 
 LOCK_NAME = ".alignfw.lock"
@@ -102,8 +102,6 @@ def _live_owner(run_dir: Path) -> dict[str, Any] | None:
 def _resuming_here(run_dir: Path, resume: str | None) -> bool:
     if not resume:
         return False
-    from alignfw.checkpoint import find_checkpoint
-
     try:
         ck = find_checkpoint(resume).resolve()
     except AlignfwError:
@@ -174,27 +172,6 @@ def release_run_dir(lock: Path | None) -> None:
     """Remove the lock if it is still this process's."""
     if lock is not None and _read_lock(lock).get("pid") == os.getpid():
         lock.unlink(missing_ok=True)
-
-
-# -- permissions ----------------------------------------------------------------------------------
-
-
-def _default_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def share_files(directory: Path) -> None:
-    """Give every file under ``directory`` the mode a plain ``open()`` gives (0644 under umask 022).
-
-    safetensors (>= 0.7) writes through a private temporary file and renames it, so weights end up
-    0600 while every other output is 0644: a group sharing the machine could not read the model.
-    """
-    mode = _default_mode()
-    for p in [directory, *directory.rglob("*")] if directory.is_dir() else [directory]:
-        if p.is_file() and not p.is_symlink() and (p.stat().st_mode & 0o777) != mode:
-            os.chmod(p, mode)
 
 
 # -- signals --------------------------------------------------------------------------------------
