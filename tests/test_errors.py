@@ -202,11 +202,15 @@ def returns_none(cfg):
 def too_short(cfg):
     return lambda prompts, responses, records: [0.0]
 
+def build_fails(cfg):
+    return {}["weights"]
+
 @hookimpl
 def register_rewards(register):
     register("raises", raises, config=Cfg)
     register("returns_none", returns_none, config=Cfg)
     register("too_short", too_short, config=Cfg)
+    register("build_fails", build_fails, config=Cfg)
 '''
 SITE = '''
 import alignfw.registry as r
@@ -226,6 +230,7 @@ r.plugin_manager = _pm
         ("raises", "raised ZeroDivisionError: division by zero in my scorer"),
         ("returns_none", "returned None for 8 responses"),
         ("too_short", "returned 1 scores for 8 responses"),
+        ("build_fails", "failed to build: KeyError: 'weights'"),
     ],
 )
 def test_a_failing_reward_plugin_is_named(tmp_path, name, message):
