@@ -149,6 +149,8 @@ def test_output_path_that_is_a_file_or_unwritable(tmp_path):
     (tmp_path / "afile").write_text("x")
     one_error(train(tmp_path, "afile", "run.steps=1"), f"{tmp_path / 'afile'} is a file, not a directory", "run.output_dir")
     one_error(train(tmp_path, "afile/sub", "run.steps=1"), f"{tmp_path / 'afile'} is a file", "run.output_dir")
+    r = run_cli("+reward=bleu", "+algo=ppo", "run.steps=1", "hydra.run.dir=afile", cwd=tmp_path)  # Hydra's own directory
+    one_error(r, "the run directory afile is a file, not a directory; set hydra.run.dir")
     if os.geteuid() != 0:  # root writes anywhere
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o555)
@@ -295,6 +297,25 @@ def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_resume_command(tmp_p
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resumed from {ck} at step {step}" in r.stderr
     assert _train_rows(run) == list(range(1, 41))
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step(tmp_path):
+    """torchrun forwards SIGTERM to its workers; they agree on the step (one all-reduce per step),
+    rank 0 writes the checkpoint and prints the resume command, and nothing hangs."""
+    run = tmp_path / "o"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIGNFW_")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "alignfw", "+reward=bleu",
+           "+algo=ppo", *SMALL, "run.steps=200", "run.save_every=500", "distributed.timeout_s=60", f"run.output_dir={run}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_step(run, proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    m = re.findall(r"alignfw: stopped by SIGTERM after step (\d+) of 200; checkpoint (\S+)", err)
+    assert len(m) == 1, err[-3000:]  # rank 0 alone reports
+    step = int(m[0][0])
+    assert Path(m[0][1]) == run / "checkpoints" / f"step_{step:08d}" and (Path(m[0][1]) / "state.json").exists()
+    assert "resume with: torchrun --nproc_per_node=2 -m alignfw" in err and not (run / ".alignfw.lock").exists()
 
 
 def test_sigkill_then_resume_logs_each_step_once(tmp_path):

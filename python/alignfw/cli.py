@@ -199,7 +199,20 @@ def _train(argv: list[str]) -> None:
             _fail(AlignfwError(f"a collective failed because another rank stopped (its message is above): {str(e).splitlines()[0]}"), argv, cause=e)
 
     sys.argv = [sys.argv[0] if sys.argv else "alignfw", *normalize_overrides(argv), *_rank_overrides()]
+    _check_hydra_dir(argv)
     _app()
+
+
+def _check_hydra_dir(argv: list[str]) -> None:
+    """Hydra creates ``hydra.run.dir`` before alignfw runs and reports a failure with a traceback:
+    check the path first (the default, ``outputs/<date>/<time>``, is checked by the pipeline)."""
+    from pathlib import Path
+
+    from alignfw.rundir import check_writable_dir
+
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    if given and "${" not in given[-1] and os.environ.get("RANK", "0") in ("", "0"):
+        check_writable_dir(Path(given[-1]).expanduser(), "hydra.run.dir")
 
 
 def normalize_overrides(argv: list[str]) -> list[str]:

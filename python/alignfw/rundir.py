@@ -34,6 +34,7 @@ __all__ = [
     "Interrupted",
     "StopSignals",
     "check_run_dir",
+    "check_writable_dir",
     "claim_run_dir",
     "release_run_dir",
 ]
@@ -109,6 +110,23 @@ def _resuming_here(run_dir: Path, resume: str | None) -> bool:
     return run_dir.resolve() in ck.parents
 
 
+def check_writable_dir(path: Path, option: str) -> None:
+    """Refuse a directory path that is a file, lies under a file, or cannot be created or written.
+
+    Raises:
+        ConfigError: The message names the path, the reason and ``option``, the setting to change.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"the run directory {path} is a file, not a directory; set {option} to a directory path")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"cannot create the run directory {path}: {probe} is a file; set {option} to another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the run directory {path}: {probe} is not writable; set {option} to a writable path")
+
+
 def check_run_dir(run_dir: Path, *, resume: str | None, overwrite: bool) -> None:
     """Refuse ``run_dir`` if it cannot hold this run; reads only (runs before any model loads).
 
@@ -116,15 +134,7 @@ def check_run_dir(run_dir: Path, *, resume: str | None, overwrite: bool) -> None
         ConfigError: ``run_dir`` is a file, cannot be created or written, is in use by a live run,
             or holds another run (finished or stopped) that this run neither resumes nor overwrites.
     """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"the run directory {run_dir} is a file, not a directory; set run.output_dir to a directory path")
-    probe = run_dir
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"cannot create the run directory {run_dir}: {probe} is a file; set run.output_dir to another path")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write the run directory {run_dir}: {probe} is not writable; set run.output_dir to a writable path")
+    check_writable_dir(run_dir, "run.output_dir")
     if not run_dir.exists():
         return
     owner = _live_owner(run_dir)
@@ -190,6 +200,8 @@ class StopSignals:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
+        if os.environ.get("RANK", "0") not in ("", "0"):  # under torchrun rank 0 speaks for all
+            return
         print(
             f"\nalignfw: {signal.Signals(signum).name} received: stopping after the current step "
             "(send it again to stop at once, without a checkpoint)",
