@@ -25,11 +25,7 @@ def on_run_start(run_dir: str, config: dict[str, Any]) -> None:
     _close()
     _state["jsonl"] = open(Path(run_dir) / "metrics.jsonl", "a", buffering=1)
     _state["first"] = True  # the next row is this run's first
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return
-    _state["tb"] = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+    _state["tb_dir"] = str(Path(run_dir) / "tensorboard")
 
 
 @hookimpl
@@ -38,6 +34,7 @@ def on_step_end(step: int, metrics: dict[str, float]) -> None:
     if f is not None:
         if _state.pop("first", False):
             _drop_rows_from(f, step)
+            _open_tensorboard(step)
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
         f.write(json.dumps({"step": step, **clean}) + "\n")
     tb = _state.get("tb")
@@ -50,6 +47,16 @@ def on_step_end(step: int, metrics: dict[str, float]) -> None:
 @hookimpl
 def on_run_end(run_dir: str, metrics: dict[str, float]) -> None:
     _close()
+
+
+def _open_tensorboard(step: int) -> None:
+    """TensorBoard's writer, opened at the first row: ``purge_step`` hides the events a stopped run
+    had written from ``step`` on (TensorBoard's own way to resume), as metrics.jsonl drops its rows."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return
+    _state["tb"] = SummaryWriter(log_dir=_state.pop("tb_dir"), purge_step=step)
 
 
 def _drop_rows_from(f: Any, step: int) -> None:
@@ -68,6 +75,8 @@ def _drop_rows_from(f: Any, step: int) -> None:
 
 
 def _close() -> None:
+    _state.pop("first", None)
+    _state.pop("tb_dir", None)
     for key in ("jsonl", "tb"):
         obj = _state.pop(key, None)
         if obj is not None:

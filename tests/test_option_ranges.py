@@ -155,3 +155,12 @@ def test_random_overrides_end_in_a_config_or_a_reported_error(hydra_compose, bui
         validate_options(typed)
     except (ConfigError, HydraException, OmegaConfBaseException):
         pass  # the command line prints these as one line: Hydra's own errors, or "alignfw: error: ..."
+
+
+def test_a_combined_reward_names_its_component_option(builtin_plugins):
+    from alignfw.plugins.rewards.combine import CombineConfig, Component
+    from alignfw.registry import BuildContext
+
+    cfg = CombineConfig(components=[Component(name="bleu", options={}), Component(name="bleu", options={"max_order": 0})])
+    with pytest.raises(ConfigError, match=r"reward\.components\[1\]\.options\.max_order=0 is out of range: must be >= 1"):
+        builtin_plugins.get("reward", "combine").build(cfg, BuildContext(builtin_plugins))

@@ -9,10 +9,12 @@ single logit, optionally shifted and scaled so that rewards of different models 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from alignfw.checkpoint import check_safetensors
 from alignfw.config import option
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
@@ -42,6 +44,8 @@ class RewardModel:
         if cfg.path == "???":
             raise ConfigError("reward=reward_model needs reward.path=<directory of a sequence-classification reward model>")
         device = torch.device(ctx.device if ctx is not None and ctx.device is not None else "cpu")
+        if Path(cfg.path).is_dir():  # a damaged weights file is named here, not deep inside transformers
+            check_safetensors(sorted(Path(cfg.path).glob("*.safetensors")), f"retrain or re-save the reward model in reward.path={cfg.path!r}")
         self.model, self.tokenizer = load_classifier(cfg.path, dtype=cfg.dtype, device=device)
         self.cfg = cfg
 
