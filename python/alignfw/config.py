@@ -184,10 +184,12 @@ class RolloutConfig:
     """Sampling settings of online algorithms (PPO, GRPO, RLOO, REINFORCE) and of evaluation."""
 
     max_new_tokens: int = option(16, ge=1)
-    temperature: float = option(1.0, ge=0)  #: 0: greedy decoding
+    #: sampling temperature of training rollouts; > 0, as log-probs are scored at it (greedy: eval_temperature=0)
+    temperature: float = option(1.0, gt=0)
     top_k: int = option(0, ge=0)  #: 0: no top-k filtering
     top_p: float = option(1.0, gt=0, le=1)
-    eval_temperature: float | None = option(None, ge=0)  #: None: evaluate with ``temperature`` (the policy as trained)
+    #: None: evaluate with ``temperature`` (the policy as trained); 0: greedy
+    eval_temperature: float | None = option(None, ge=0)
     #: strings that end a response like a stop token (the text a reward reads ends before them)
     stop_strings: list[str] = field(default_factory=list)
 
