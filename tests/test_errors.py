@@ -58,7 +58,8 @@ def test_out_of_range_options_fail_before_any_model_loads(tmp_path):
 
 def test_debug_prints_the_traceback(tmp_path):
     r = train(tmp_path, "o", "run.batch_size=0", env={"ALIGNFW_DEBUG": "1"})
-    assert r.returncode != 0 and "Traceback" in r.stderr and "run.batch_size=0 is out of range" in r.stderr
+    assert r.returncode == 2 and "Traceback" in r.stderr and "ConfigError" in r.stderr
+    assert r.stderr.splitlines()[-1].startswith("alignfw: error: run.batch_size=0 is out of range")
 
 
 def test_plugins_command_shows_ranges(tmp_path):

@@ -6,7 +6,7 @@ features work (``--multirun``, ``--cfg job``, ``hydra.run.dir=...``).
 One error boundary: every expected failure (an option out of range, a missing or malformed file,
 damaged weights, an unwritable output directory, a plugin that raises) prints one message with the
 fix and exits with status 2; the traceback goes to ``alignfw.log`` in Hydra's run directory, and
-``ALIGNFW_DEBUG=1`` prints it instead. SIGINT (Ctrl-C) and SIGTERM stop training at the next step
+``ALIGNFW_DEBUG=1`` also prints it. SIGINT (Ctrl-C) and SIGTERM stop training at the next step
 boundary with a checkpoint and print the command that resumes; the exit status is 130 for SIGINT
 and 143 for SIGTERM (128 + the signal number, as a shell reports a process killed by it).
 
@@ -72,11 +72,14 @@ def _terminate_as_interrupt() -> None:
 
 def _fail(e: BaseException, argv: list[str] | None = None, cause: BaseException | None = None) -> NoReturn:
     """Print one line (``alignfw: error: ...``) and exit: 2 for errors, 130 / 143 for SIGINT / SIGTERM.
-    The traceback of ``cause`` (default: ``e``) goes to the log file the message names."""
+    The traceback of ``cause`` (default: ``e``) goes to the log file the message names, and with
+    ``ALIGNFW_DEBUG=1`` to stderr first."""
+    import traceback
+
     from alignfw.rundir import Interrupted
 
     if os.environ.get("ALIGNFW_DEBUG"):
-        raise e
+        traceback.print_exception(cause or e, file=sys.stderr)
     if isinstance(e, Interrupted):
         if os.environ.get("RANK", "0") not in ("", "0"):  # every rank stopped at the same step; rank 0 reports
             sys.exit(e.exit_code)
@@ -84,7 +87,12 @@ def _fail(e: BaseException, argv: list[str] | None = None, cause: BaseException 
         sys.exit(e.exit_code)
     if isinstance(e, KeyboardInterrupt):
         name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("SIGINT", 130)
-        print(f"alignfw: stopped by {name}{_rank_tag()} before a step completed; nothing was written since the last checkpoint", file=sys.stderr, flush=True)
+        print(
+            f"alignfw: stopped by {name}{_rank_tag()} at once (a second signal, or one while loading); checkpoints already "
+            "written are intact",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(code)
     log = _log_traceback(cause or e)
     where = f" (traceback in {log})" if log else ""
