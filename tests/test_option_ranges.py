@@ -126,9 +126,6 @@ def test_option_helper_for_third_party_plugins():
 
 # -- random command-line overrides ----------------------------------------------------------------
 
-BASE = ("+algo=ppo", "+reward=bleu")
-
-
 def override_values() -> st.SearchStrategy:
     text = st.text(alphabet=st.characters(codec="ascii", categories=["L", "N"]), max_size=8)
     return st.one_of(
@@ -146,12 +143,20 @@ def test_random_overrides_end_in_a_config_or_a_reported_error(hydra_compose, bui
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    keys = [prefix + k for _, prefix, k, _, _ in all_options(builtin_plugins) if prefix in ("", "algo.", "reward.", "model.", "data.")]
-    keys += ["run.stpes", "algo.clip_rnge", "reward.nope", "model.lora.rank"]  # unknown keys
+    from alignfw.registry import config_options
+
+    reg = data.draw(st.sampled_from(list(builtin_plugins.all())))  # the plugin whose schema the overrides come from
+    select = {"algo": f"+algo={reg.name}", "reward": f"+reward={reg.name}", "model": f"model={reg.name}", "data": f"data={reg.name}"}
+    defaults = (("algo", "+algo=ppo"), ("reward", "+reward=bleu"), ("model", "model=tiny"), ("data", "data=tiny_task"))
+    base = [select[g] if g == reg.group else d for g, d in defaults]
+    keys = [k for k, *_ in config_options(AlignfwConfig) if k.split(".")[0] not in ("model", "data", "reward", "algo")]
+    keys += [f"{reg.group}.{k}" for k, *_ in config_options(reg.config)]
+    keys += ["run.stpes", f"{reg.group}.no_such_option"]  # unknown keys
     overrides = [f"{data.draw(st.sampled_from(keys))}={data.draw(override_values())}" for _ in range(data.draw(st.integers(1, 3)))]
+    typed = OmegaConf.to_object(hydra_compose(*base))  # the plugin's own preset composes and validates
+    validate_options(typed)
     try:
-        cfg = hydra_compose(*BASE, *overrides)
-        typed = OmegaConf.to_object(cfg)
+        typed = OmegaConf.to_object(hydra_compose(*base, *overrides))
         validate_options(typed)
     except (ConfigError, HydraException, OmegaConfBaseException):
         pass  # the command line prints these as one line: Hydra's own errors, or "alignfw: error: ..."
