@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
 import sys
 import time
 from functools import partial
@@ -246,8 +247,9 @@ class Trainer:
         ranks stop after the same step)."""
         if self.world == 1:
             return stop.signum
-        total = distributed.all_reduce_sum(torch.tensor([float(stop.signum or 0), float(stop.signum is not None)], dtype=torch.float64))
-        return int(round(total[0].item() / total[1].item())) if total[1] > 0 else None
+        seen = torch.tensor([float(stop.signum == s) for s in (signal.SIGTERM, signal.SIGINT)], dtype=torch.float64)
+        seen = distributed.all_reduce_sum(seen)  # ranks that got SIGTERM, ranks that got SIGINT
+        return signal.SIGTERM if seen[0] > 0 else signal.SIGINT if seen[1] > 0 else None
 
     def _interrupt(self, signum: int, bar: Any) -> Interrupted:
         if bar is not None:
