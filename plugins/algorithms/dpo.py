@@ -23,12 +23,12 @@ from typing import Any, Sequence
 
 import torch
 
+from alignfw.config import option
 from alignfw.evaluation import evaluate_batches
-from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout, response_logprobs
 from alignfw.objectives import DPO_LOSS_TYPES, dpo_loss
-from alignfw.optim import batch_step, build_optimizer, lr_schedule
+from alignfw.optim import SCHEDULES, batch_step, build_optimizer, lr_schedule
 from alignfw.registry import BuildContext
 from alignfw.types import Record, preference_pairs
 
@@ -39,17 +39,17 @@ __all__ = ["DPO", "DPOConfig"]
 class DPOConfig:
     """Options of DPO. Defaults suit billion-parameter models (TRL's); the tiny demo's live in conf/preset/."""
 
-    beta: float = 0.1  #: strength of the implicit KL constraint (IPO: the regularisation tau)
-    loss_type: str = "sigmoid"  #: sigmoid (DPO; cDPO with label_smoothing) or ipo
-    label_smoothing: float = 0.0  #: cDPO: assumed probability that a preference label is flipped
-    lr: float = 5e-7
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    schedule: str = "linear"  #: cosine, linear or constant after warmup, over run.steps
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.0
-    max_grad_norm: float = 1.0  #: 0 disables clipping
-    micro_batch_size: int = 8  #: pairs per forward/backward (gradient accumulation; 0: the whole batch)
+    beta: float = option(0.1, gt=0)  #: strength of the implicit KL constraint (IPO: the regularisation tau)
+    loss_type: str = option("sigmoid", choices=DPO_LOSS_TYPES)  #: sigmoid (DPO; cDPO with label_smoothing) or ipo
+    label_smoothing: float = option(0.0, ge=0, lt=0.5)  #: cDPO: assumed probability that a preference label is flipped
+    lr: float = option(5e-7, gt=0)
+    weight_decay: float = option(0.0, ge=0)
+    adam_eps: float = option(1e-8, gt=0)
+    schedule: str = option("linear", choices=SCHEDULES)  #: cosine, linear or constant after warmup, over run.steps
+    warmup_steps: int = option(10, ge=0)
+    min_lr_ratio: float = option(0.0, ge=0, le=1)
+    max_grad_norm: float = option(1.0, ge=0)  #: 0 disables clipping
+    micro_batch_size: int = option(8, ge=0)  #: pairs per forward/backward (gradient accumulation; 0: the whole batch)
     disable_dropout: bool = True  #: policy and reference log-probs must be comparable (TRL's default)
 
 
@@ -57,10 +57,6 @@ class DPO:
     """DPO on preference pairs; owns the optimizer, the schedule and the frozen reference."""
 
     def __init__(self, cfg: DPOConfig, ctx: BuildContext) -> None:
-        if cfg.loss_type not in DPO_LOSS_TYPES:
-            raise ConfigError(f"algo.loss_type={cfg.loss_type!r}; choose one of {', '.join(DPO_LOSS_TYPES)}")
-        if cfg.beta <= 0 or not 0.0 <= cfg.label_smoothing < 0.5:
-            raise ConfigError("algo.beta must be > 0 and algo.label_smoothing in [0, 0.5)")
         self.cfg = cfg
         self.model: PolicyModel = ctx.model
         if cfg.disable_dropout:

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 
 from alignfw import distributed
+from alignfw.config import option
 from alignfw.evaluation import evaluate_policy
-from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
 from alignfw.objectives import LOSS_AGGREGATIONS, aggregate_loss, aggregation_units, clipped_surrogate, group_advantages, kl_estimate, masked_mean
-from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
+from alignfw.optim import SCHEDULES, accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -44,24 +44,24 @@ __all__ = ["GRPO", "GRPOConfig"]
 class GRPOConfig:
     """Options of GRPO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = 1e-6
-    schedule: str = "constant"  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
-    warmup_steps: int = 0  #: run steps of linear lr warmup
-    min_lr_ratio: float = 0.0  #: linear / cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    num_generations: int = 8  #: G, samples per prompt (the group); rollout batch = run.batch_size * G
-    ppo_epochs: int = 1  #: passes over each rollout batch (TRL's num_iterations, the paper's mu)
-    minibatch_size: int = 16  #: sequences per gradient step
-    grad_accum: int = 1  #: minibatches accumulated per optimizer step
-    max_grad_norm: float = 1.0
-    clip_range: float = 0.2  #: epsilon, lower ratio clip (and upper, unless clip_range_high is set)
-    clip_range_high: float | None = None  #: DAPO's clip-higher (e.g. 0.28); None: clip_range
-    beta: float = 0.04  #: weight of the k3 KL to the reference in the loss (0: no reference model)
+    lr: float = option(1e-6, gt=0)
+    schedule: str = option("constant", choices=SCHEDULES)  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
+    warmup_steps: int = option(0, ge=0)  #: run steps of linear lr warmup
+    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: linear / cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = option(0.0, ge=0)
+    adam_eps: float = option(1e-8, gt=0)
+    num_generations: int = option(8, ge=2)  #: G, samples per prompt (the group); rollout batch = run.batch_size * G
+    ppo_epochs: int = option(1, ge=1)  #: passes over each rollout batch (TRL's num_iterations, the paper's mu)
+    minibatch_size: int = option(16, ge=1)  #: sequences per gradient step
+    grad_accum: int = option(1, ge=1)  #: minibatches accumulated per optimizer step
+    max_grad_norm: float = option(1.0, ge=0)
+    clip_range: float = option(0.2, gt=0)  #: epsilon, lower ratio clip (and upper, unless clip_range_high is set)
+    clip_range_high: float | None = option(None, gt=0)  #: DAPO's clip-higher (e.g. 0.28); None: clip_range
+    beta: float = option(0.04, ge=0)  #: weight of the k3 KL to the reference in the loss (0: no reference model)
     scale_rewards: bool = True  #: divide by the group std (False: Dr. GRPO)
-    eps: float = 1e-4  #: added to the group std
-    loss_aggregation: str = "token"  #: "token" (DAPO, TRL's default) or "sequence" (the paper)
-    temperature: float | None = None  #: scoring temperature; None: the rollout temperature
+    eps: float = option(1e-4, gt=0)  #: added to the group std
+    loss_aggregation: str = option("token", choices=LOSS_AGGREGATIONS)  #: "token" (DAPO, TRL's default) or "sequence" (the paper)
+    temperature: float | None = option(None, gt=0)  #: scoring temperature; None: the rollout temperature
 
 
 class GRPO:
@@ -69,12 +69,6 @@ class GRPO:
 
     def __init__(self, cfg: GRPOConfig, ctx: BuildContext) -> None:
         self.reward = require_reward(ctx, "GRPO")
-        if cfg.num_generations < 2:
-            raise ConfigError(f"algo.num_generations={cfg.num_generations}: GRPO compares samples of one prompt, so it needs >= 2")
-        if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:
-            raise ConfigError("algo.minibatch_size, algo.ppo_epochs and algo.grad_accum must be >= 1")
-        if cfg.loss_aggregation not in LOSS_AGGREGATIONS:
-            raise ConfigError(f"algo.loss_aggregation={cfg.loss_aggregation!r}: use one of {', '.join(LOSS_AGGREGATIONS)}")
         self.cfg = cfg
         self.model: PolicyModel = ctx.model
         self.rollout_cfg = ctx.rollout

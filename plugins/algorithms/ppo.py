@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from alignfw import distributed
+from alignfw.config import option
 from alignfw.evaluation import evaluate_policy
-from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
 from alignfw.objectives import (
@@ -37,7 +37,7 @@ from alignfw.objectives import (
     masked_mean,
 )
 from alignfw.ops import gae
-from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
+from alignfw.optim import SCHEDULES, accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -49,29 +49,29 @@ __all__ = ["PPO", "PPOConfig", "clipped_policy_loss"]
 class PPOConfig:
     """Options of PPO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = 1e-6
-    schedule: str = "constant"  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
-    warmup_steps: int = 0  #: run steps of linear lr warmup
-    min_lr_ratio: float = 0.0  #: linear / cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    ppo_epochs: int = 4  #: passes over each rollout batch
-    minibatch_size: int = 16  #: sequences per gradient step
-    grad_accum: int = 1  #: minibatches accumulated per optimizer step
-    max_grad_norm: float = 1.0
-    clip_range: float = 0.2  #: policy ratio clipping
-    clip_range_value: float = 0.2  #: value clipping around the old values
-    vf_coef: float = 0.1
-    entropy_coef: float = 0.0
-    gamma: float = 1.0
-    lam: float = 0.95
-    kl_coef: float = 0.05  #: initial KL penalty coefficient
-    kl_target: float | None = None  #: adaptive KL target per sequence (None: fixed coefficient)
-    kl_horizon: int = 10000
+    lr: float = option(1e-6, gt=0)
+    schedule: str = option("constant", choices=SCHEDULES)  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
+    warmup_steps: int = option(0, ge=0)  #: run steps of linear lr warmup
+    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: linear / cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = option(0.0, ge=0)
+    adam_eps: float = option(1e-8, gt=0)
+    ppo_epochs: int = option(4, ge=1)  #: passes over each rollout batch
+    minibatch_size: int = option(16, ge=1)  #: sequences per gradient step
+    grad_accum: int = option(1, ge=1)  #: minibatches accumulated per optimizer step
+    max_grad_norm: float = option(1.0, ge=0)
+    clip_range: float = option(0.2, gt=0)  #: policy ratio clipping
+    clip_range_value: float = option(0.2, gt=0)  #: value clipping around the old values
+    vf_coef: float = option(0.1, ge=0)
+    entropy_coef: float = option(0.0, ge=0)
+    gamma: float = option(1.0, ge=0, le=1)
+    lam: float = option(0.95, ge=0, le=1)
+    kl_coef: float = option(0.05, ge=0)  #: initial KL penalty coefficient
+    kl_target: float | None = option(None, gt=0)  #: adaptive KL target per sequence (None: fixed coefficient)
+    kl_horizon: int = option(10000, ge=1)
     whiten_advantages: bool = True
     whiten_rewards: bool = False
     missing_eos_penalty: float | None = None  #: added to the score of responses without EOS
-    temperature: float | None = None  #: None: the rollout temperature
+    temperature: float | None = option(None, gt=0)  #: None: the rollout temperature
 
 
 class PPO:
@@ -79,8 +79,6 @@ class PPO:
 
     def __init__(self, cfg: PPOConfig, ctx: BuildContext) -> None:
         self.reward = require_reward(ctx, "PPO")
-        if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:
-            raise ConfigError("algo.minibatch_size, algo.ppo_epochs and algo.grad_accum must be >= 1")
         self.cfg = cfg
         self.model: PolicyModel = ctx.model
         self.rollout_cfg = ctx.rollout

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from alignfw import distributed
+from alignfw.config import option
 from alignfw.evaluation import evaluate_policy
-from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
 from alignfw.objectives import (
@@ -42,7 +42,7 @@ from alignfw.objectives import (
     kl_shaped_rewards,
     masked_mean,
 )
-from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, micro_batches
+from alignfw.optim import SCHEDULES, accumulate, accumulation_weights, build_optimizer, lr_schedule, micro_batches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -54,21 +54,21 @@ __all__ = ["Reinforce", "ReinforceConfig", "update_baseline"]
 class ReinforceConfig:
     """Options of REINFORCE. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = 1e-6
-    schedule: str = "constant"  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
-    warmup_steps: int = 0  #: run steps of linear lr warmup
-    min_lr_ratio: float = 0.0  #: linear / cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    minibatch_size: int = 16  #: sequences per forward/backward (memory only: one optimizer step per batch)
-    max_grad_norm: float = 1.0
-    gamma: float = 1.0  #: discount of the token rewards
-    kl_coef: float = 0.05  #: per-token KL penalty in the rewards (0: no reference model)
+    lr: float = option(1e-6, gt=0)
+    schedule: str = option("constant", choices=SCHEDULES)  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
+    warmup_steps: int = option(0, ge=0)  #: run steps of linear lr warmup
+    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: linear / cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = option(0.0, ge=0)
+    adam_eps: float = option(1e-8, gt=0)
+    minibatch_size: int = option(16, ge=1)  #: sequences per forward/backward (memory only: one optimizer step per batch)
+    max_grad_norm: float = option(1.0, ge=0)
+    gamma: float = option(1.0, ge=0, le=1)  #: discount of the token rewards
+    kl_coef: float = option(0.05, ge=0)  #: per-token KL penalty in the rewards (0: no reference model)
     baseline: bool = True  #: subtract a moving average of past returns
-    baseline_decay: float = 0.9  #: weight of the old baseline in each update
+    baseline_decay: float = option(0.9, ge=0, lt=1)  #: weight of the old baseline in each update
     whiten_advantages: bool = False
-    loss_aggregation: str = "token"  #: "token" or "sequence" (see alignfw.objectives.aggregate_loss)
-    temperature: float | None = None  #: scoring temperature; None: the rollout temperature
+    loss_aggregation: str = option("token", choices=LOSS_AGGREGATIONS)  #: "token" or "sequence" (see alignfw.objectives.aggregate_loss)
+    temperature: float | None = option(None, gt=0)  #: scoring temperature; None: the rollout temperature
 
 
 class Reinforce:
@@ -76,12 +76,6 @@ class Reinforce:
 
     def __init__(self, cfg: ReinforceConfig, ctx: BuildContext) -> None:
         self.reward = require_reward(ctx, "REINFORCE")
-        if cfg.minibatch_size < 1:
-            raise ConfigError("algo.minibatch_size must be >= 1")
-        if not 0.0 <= cfg.baseline_decay < 1.0 or not 0.0 <= cfg.gamma <= 1.0:
-            raise ConfigError(f"algo.baseline_decay={cfg.baseline_decay} must be in [0, 1) and algo.gamma={cfg.gamma} in [0, 1]")
-        if cfg.loss_aggregation not in LOSS_AGGREGATIONS:
-            raise ConfigError(f"algo.loss_aggregation={cfg.loss_aggregation!r}: use one of {', '.join(LOSS_AGGREGATIONS)}")
         self.cfg = cfg
         self.model: PolicyModel = ctx.model
         self.rollout_cfg = ctx.rollout

@@ -32,12 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from alignfw import distributed
+from alignfw.config import option
 from alignfw.evaluation import evaluate_batches
 from alignfw.exceptions import ConfigError, DataError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import classifier_from_policy, disable_dropout, save_tokenizer, score_sequences
 from alignfw.objectives import bradley_terry_loss
-from alignfw.optim import batch_step, build_optimizer, lr_schedule
+from alignfw.optim import SCHEDULES, batch_step, build_optimizer, lr_schedule
 from alignfw.registry import BuildContext
 from alignfw.types import Record, preference_pairs
 
@@ -48,17 +49,17 @@ __all__ = ["RewardModelTrainer", "RewardModelTrainerConfig", "pair_accuracy"]
 class RewardModelTrainerConfig:
     """Options of reward-model training. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    schedule: str = "linear"  #: cosine, linear or constant after warmup, over run.steps
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.0
-    max_grad_norm: float = 1.0  #: 0 disables clipping
-    micro_batch_size: int = 8  #: records per forward/backward (gradient accumulation; 0: the whole batch)
-    max_length: int = 1024  #: prompt + response tokens (longer inputs lose their beginning)
-    center_rewards_coef: float = 0.0  #: weight of mean((r_w + r_l)^2), TRL's center_rewards_coefficient
-    score_weight: float = 1.0  #: weight of the MSE on score records
+    lr: float = option(1e-5, gt=0)
+    weight_decay: float = option(0.0, ge=0)
+    adam_eps: float = option(1e-8, gt=0)
+    schedule: str = option("linear", choices=SCHEDULES)  #: cosine, linear or constant after warmup, over run.steps
+    warmup_steps: int = option(10, ge=0)
+    min_lr_ratio: float = option(0.0, ge=0, le=1)
+    max_grad_norm: float = option(1.0, ge=0)  #: 0 disables clipping
+    micro_batch_size: int = option(8, ge=0)  #: records per forward/backward (gradient accumulation; 0: the whole batch)
+    max_length: int = option(1024, ge=1)  #: prompt + response tokens (longer inputs lose their beginning)
+    center_rewards_coef: float = option(0.0, ge=0)  #: weight of mean((r_w + r_l)^2), TRL's center_rewards_coefficient
+    score_weight: float = option(1.0, ge=0)  #: weight of the MSE on score records
     disable_dropout: bool = True  #: TRL's RewardConfig default
 
 

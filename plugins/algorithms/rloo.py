@@ -27,12 +27,12 @@ from typing import Any
 import torch
 
 from alignfw import distributed
+from alignfw.config import option
 from alignfw.evaluation import evaluate_policy
-from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
 from alignfw.objectives import AdaptiveKLController, clipped_surrogate, kl_penalised_rewards, leave_one_out_advantages
-from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
+from alignfw.optim import SCHEDULES, accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -44,23 +44,23 @@ __all__ = ["RLOO", "RLOOConfig"]
 class RLOOConfig:
     """Options of RLOO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = 1e-6
-    schedule: str = "constant"  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
-    warmup_steps: int = 0  #: run steps of linear lr warmup
-    min_lr_ratio: float = 0.0  #: linear / cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    num_generations: int = 4  #: k, samples per prompt (the paper's best k); rollout batch = run.batch_size * k
-    ppo_epochs: int = 1  #: passes over each rollout batch (> 1 reuses samples: keep clip_range set)
-    minibatch_size: int = 16  #: sequences per gradient step
-    grad_accum: int = 1  #: minibatches accumulated per optimizer step
-    max_grad_norm: float = 1.0
-    clip_range: float | None = 0.2  #: clip of the sequence ratio; None: plain REINFORCE with importance weights
-    kl_coef: float = 0.05  #: initial KL penalty on the sequence reward
-    kl_target: float | None = None  #: adaptive KL target per sequence (None: fixed coefficient)
-    kl_horizon: int = 10000
+    lr: float = option(1e-6, gt=0)
+    schedule: str = option("constant", choices=SCHEDULES)  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
+    warmup_steps: int = option(0, ge=0)  #: run steps of linear lr warmup
+    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: linear / cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = option(0.0, ge=0)
+    adam_eps: float = option(1e-8, gt=0)
+    num_generations: int = option(4, ge=2)  #: k, samples per prompt (the paper's best k); rollout batch = run.batch_size * k
+    ppo_epochs: int = option(1, ge=1)  #: passes over each rollout batch (> 1 reuses samples: keep clip_range set)
+    minibatch_size: int = option(16, ge=1)  #: sequences per gradient step
+    grad_accum: int = option(1, ge=1)  #: minibatches accumulated per optimizer step
+    max_grad_norm: float = option(1.0, ge=0)
+    clip_range: float | None = option(0.2, gt=0)  #: clip of the sequence ratio; None: plain REINFORCE with importance weights
+    kl_coef: float = option(0.05, ge=0)  #: initial KL penalty on the sequence reward
+    kl_target: float | None = option(None, gt=0)  #: adaptive KL target per sequence (None: fixed coefficient)
+    kl_horizon: int = option(10000, ge=1)
     whiten_advantages: bool = False  #: TRL's normalize_advantage
-    temperature: float | None = None  #: scoring temperature; None: the rollout temperature
+    temperature: float | None = option(None, gt=0)  #: scoring temperature; None: the rollout temperature
 
 
 class RLOO:
@@ -68,10 +68,6 @@ class RLOO:
 
     def __init__(self, cfg: RLOOConfig, ctx: BuildContext) -> None:
         self.reward = require_reward(ctx, "RLOO")
-        if cfg.num_generations < 2:
-            raise ConfigError(f"algo.num_generations={cfg.num_generations}: the leave-one-out baseline needs >= 2 samples per prompt")
-        if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1 or cfg.grad_accum < 1:
-            raise ConfigError("algo.minibatch_size, algo.ppo_epochs and algo.grad_accum must be >= 1")
         self.cfg = cfg
         self.model: PolicyModel = ctx.model
         self.rollout_cfg = ctx.rollout

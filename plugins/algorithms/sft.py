@@ -19,11 +19,12 @@ from typing import Any, Sequence
 
 import torch
 
+from alignfw.config import option
 from alignfw.evaluation import evaluate_batches
 from alignfw.hookspecs import hookimpl
 from alignfw.models import Generation, PolicyModel, disable_dropout, response_logprobs
 from alignfw.objectives import sft_loss
-from alignfw.optim import accumulate, accumulation_weights, build_optimizer, lr_schedule, micro_batches
+from alignfw.optim import SCHEDULES, accumulate, accumulation_weights, build_optimizer, lr_schedule, micro_batches
 from alignfw.registry import BuildContext
 from alignfw.types import Record, sft_response
 
@@ -34,14 +35,14 @@ __all__ = ["SFT", "SFTConfig"]
 class SFTConfig:
     """Options of SFT. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    schedule: str = "cosine"  #: cosine, linear or constant after warmup, over run.steps
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.0  #: the schedule ends at lr * min_lr_ratio
-    max_grad_norm: float = 1.0  #: 0 disables clipping
-    micro_batch_size: int = 8  #: records per forward/backward (gradient accumulation; 0: the whole batch)
+    lr: float = option(2e-5, gt=0)
+    weight_decay: float = option(0.0, ge=0)
+    adam_eps: float = option(1e-8, gt=0)
+    schedule: str = option("cosine", choices=SCHEDULES)  #: cosine, linear or constant after warmup, over run.steps
+    warmup_steps: int = option(10, ge=0)
+    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: the schedule ends at lr * min_lr_ratio
+    max_grad_norm: float = option(1.0, ge=0)  #: 0 disables clipping
+    micro_batch_size: int = option(8, ge=0)  #: records per forward/backward (gradient accumulation; 0: the whole batch)
     disable_dropout: bool = False  #: dropout off in training (makes a step a deterministic function of the batch)
 
 

@@ -29,12 +29,13 @@ from typing import Any, Sequence
 
 import torch
 
+from alignfw.config import option
 from alignfw.evaluation import evaluate_batches
-from alignfw.exceptions import ConfigError, DataError
+from alignfw.exceptions import DataError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout, response_logprobs
 from alignfw.objectives import pro_loss, rrhf_loss
-from alignfw.optim import batch_step, build_optimizer, lr_schedule
+from alignfw.optim import SCHEDULES, batch_step, build_optimizer, lr_schedule
 from alignfw.registry import BuildContext
 from alignfw.types import Record
 
@@ -47,18 +48,18 @@ LOSS_TYPES = ("rrhf", "pro")
 class SFTRankingConfig:
     """Options of SFT with a ranking loss. Defaults suit billion-parameter models (RRHF's); the tiny demo's live in conf/preset/."""
 
-    loss_type: str = "rrhf"  #: rrhf (pairwise hinge) or pro (list-wise Plackett-Luce)
-    rank_weight: float = 1.0  #: weight of the ranking loss
-    sft_weight: float = 1.0  #: weight of the NLL of the best answer (RRHF's L_ft, PRO's beta)
-    pro_temperature: float = 1.0  #: PRO: scores are divided by this
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    schedule: str = "cosine"  #: cosine, linear or constant after warmup, over run.steps
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.0
-    max_grad_norm: float = 1.0  #: 0 disables clipping
-    micro_batch_size: int = 4  #: ranked records per forward/backward (each has k answers; 0: the whole batch)
+    loss_type: str = option("rrhf", choices=LOSS_TYPES)  #: rrhf (pairwise hinge) or pro (list-wise Plackett-Luce)
+    rank_weight: float = option(1.0, ge=0)  #: weight of the ranking loss
+    sft_weight: float = option(1.0, ge=0)  #: weight of the NLL of the best answer (RRHF's L_ft, PRO's beta)
+    pro_temperature: float = option(1.0, gt=0)  #: PRO: scores are divided by this
+    lr: float = option(2e-5, gt=0)
+    weight_decay: float = option(0.0, ge=0)
+    adam_eps: float = option(1e-8, gt=0)
+    schedule: str = option("cosine", choices=SCHEDULES)  #: cosine, linear or constant after warmup, over run.steps
+    warmup_steps: int = option(10, ge=0)
+    min_lr_ratio: float = option(0.0, ge=0, le=1)
+    max_grad_norm: float = option(1.0, ge=0)  #: 0 disables clipping
+    micro_batch_size: int = option(4, ge=0)  #: ranked records per forward/backward (each has k answers; 0: the whole batch)
     disable_dropout: bool = False  #: dropout off in training (makes a step a deterministic function of the batch)
 
 
@@ -66,10 +67,6 @@ class SFTRanking:
     """SFT on the best answer plus a ranking loss over all k answers of each record."""
 
     def __init__(self, cfg: SFTRankingConfig, ctx: BuildContext) -> None:
-        if cfg.loss_type not in LOSS_TYPES:
-            raise ConfigError(f"algo.loss_type={cfg.loss_type!r}; choose one of {', '.join(LOSS_TYPES)}")
-        if cfg.pro_temperature <= 0:
-            raise ConfigError("algo.pro_temperature must be > 0")
         self.cfg = cfg
         self.model: PolicyModel = ctx.model
         if cfg.disable_dropout:

@@ -46,6 +46,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
+from alignfw.config import option, validate_options
 from alignfw.exceptions import ConfigError, DataError, InvalidInputError
 from alignfw.hookspecs import hookimpl
 from alignfw.models.chat import check_messages, is_messages, plain_text
@@ -101,12 +102,12 @@ class FileSourceConfig:
     """Options of the file data sources (``data=file data.path=train.jsonl``)."""
 
     path: Optional[str] = None  #: the training file (or ``datasets`` directory)
-    format: str = "auto"  #: "auto" (by extension), "jsonl", "json", "csv", "tsv", "parquet" or "hf_disk"
+    format: str = option("auto", choices=("auto", *FORMATS))  #: "auto" (by extension), "jsonl", "json", "csv", "tsv", "parquet" or "hf_disk"
     eval_path: Optional[str] = None  #: a separate evaluation file
-    eval_fraction: float = 0.0  #: or: hold out this fraction of ``path`` for evaluation
+    eval_fraction: float = option(0.0, ge=0, lt=1)  #: or: hold out this fraction of ``path`` for evaluation
     seed: int = 0  #: seed of the ``eval_fraction`` split
-    limit: Optional[int] = None  #: read at most this many rows of each file (before the split)
-    kind: str = "auto"  #: record kind every row must be ("auto": what the first row's columns say)
+    limit: Optional[int] = option(None, ge=1)  #: read at most this many rows of each file (before the split)
+    kind: str = option("auto", choices=("auto", *RECORD_KINDS))  #: record kind every row must be ("auto": what the first row's columns say)
     prompt_key: str = "prompt"
     response_key: str = "response"
     responses_key: str = "responses"  #: k responses ranked best first (a list; JSON-encoded in CSV)
@@ -178,6 +179,21 @@ def _open_text(path: str):
     if path.lower().endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, encoding="utf-8", newline="")
+
+
+def _bad_utf8(path: str) -> str | None:
+    """Where the first invalid UTF-8 byte is: ``line 3, byte 7 of the line (invalid start byte)``."""
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return f"line {lineno}, byte {e.start + 1} of the line: {e.reason}"
+    except OSError:
+        return None
+    return None
 
 
 def _read_jsonl(path: str, name: str) -> Rows:
@@ -306,7 +322,7 @@ def read_rows(
                 break
             rows.append(item)
     except UnicodeDecodeError as e:
-        raise DataError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
+        raise DataError(f"{name}: not UTF-8 text ({_bad_utf8(path) or e.reason}); re-save it as UTF-8") from None
     if not rows:
         raise DataError(f"{name} ({path}) holds no records: the file is empty or has only a header; check {opt}.path")
     return rows
@@ -616,18 +632,11 @@ def validate_config(cfg: FileSourceConfig) -> None:
     """Raise :class:`ConfigError` for inconsistent options, naming the option and the fix."""
     if not cfg.path:
         raise ConfigError("data.path is not set; give the training file, e.g. data.path=data/train.jsonl")
-    if cfg.format != "auto" and cfg.format not in FORMATS:
-        raise ConfigError(f"data.format={cfg.format!r}; use auto or one of {', '.join(FORMATS)}")
-    if cfg.kind != "auto" and cfg.kind not in RECORD_KINDS:
-        raise ConfigError(f"data.kind={cfg.kind!r}; use auto or one of {', '.join(RECORD_KINDS)}")
-    if not 0.0 <= cfg.eval_fraction < 1.0:
-        raise ConfigError(f"data.eval_fraction={cfg.eval_fraction}; it must be in [0, 1)")
+    validate_options(cfg, "data.")
     if cfg.eval_path and cfg.eval_fraction > 0:
         raise ConfigError("data.eval_path and data.eval_fraction are both set; use one: a separate eval file or a held-out fraction")
     if cfg.eval_split and (cfg.eval_path or cfg.eval_fraction > 0):
         raise ConfigError("data.eval_split is set together with data.eval_path / data.eval_fraction; use one way to get eval records")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ConfigError(f"data.limit={cfg.limit}; it must be >= 1 (or null for no limit)")
 
 
 def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from alignfw.config import option
 from alignfw.hookspecs import hookimpl
 from alignfw.types import Record
 
@@ -51,19 +52,19 @@ def _is_eval(words: tuple[str, ...]) -> bool:
     return sum((i + 3) * SOURCE.index(w) for i, w in enumerate(words)) % 5 == 0
 
 
+KINDS = ("reference", "sft", "preference", "ranked", "score")
+
+
 @dataclass
 class TinyTaskConfig:
     """Options of the built-in translation task."""
 
-    n_train: int = 8192  #: distinct training prompts (sampled with replacement per step)
-    n_eval: int = 256  #: held-out prompts, never seen in training
-    min_words: int = 2
-    max_words: int = 4
+    n_train: int = option(8192, ge=1)  #: distinct training prompts (sampled with replacement per step)
+    n_eval: int = option(256, ge=0)  #: held-out prompts, never seen in training
+    min_words: int = option(2, ge=1)
+    max_words: int = option(4, ge=1)
     seed: int = 0
-    kind: str = "reference"  #: reference, sft, preference, ranked or score (see the module docstring)
-
-
-KINDS = ("reference", "sft", "preference", "ranked", "score")
+    kind: str = option("reference", choices=KINDS)  #: reference, sft, preference, ranked or score (see the module docstring)
 
 
 def half_correct(words: list[str]) -> str:
@@ -75,12 +76,12 @@ class TinyTask:
     """The built-in demo data source: prompts with reference translations."""
 
     def __init__(self, cfg: TinyTaskConfig) -> None:
+        from alignfw.config import validate_options
         from alignfw.exceptions import ConfigError
 
-        if not 1 <= cfg.min_words <= cfg.max_words:
-            raise ConfigError(f"data.min_words={cfg.min_words} and data.max_words={cfg.max_words}: need 1 <= min_words <= max_words")
-        if cfg.kind not in KINDS:
-            raise ConfigError(f"data.kind={cfg.kind!r}; the tiny task offers {', '.join(KINDS)}")
+        validate_options(cfg, "data.")
+        if cfg.min_words > cfg.max_words:
+            raise ConfigError(f"data.min_words={cfg.min_words} and data.max_words={cfg.max_words}: need min_words <= max_words")
         self.cfg = cfg
 
     def sequences(self, split: str, n: int) -> list[list[str]]:

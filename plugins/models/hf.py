@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from alignfw.checkpoint import check_safetensors
+from alignfw.config import option
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import CausalLM, enable_checkpointing, native_tokenizer, parse_dtype, resolve_model_path
@@ -37,9 +39,9 @@ class HFModelConfig:
     #: compute precision: auto (bf16 on a CUDA device that supports it, else fp32), fp32, bf16 or fp16
     #: (autocast: 16-bit matmuls, fp32 master weights and optimizer state, the frozen reference in
     #: 16 bits; fp16 adds dynamic loss scaling)
-    precision: str = "auto"
-    max_length: int | None = None  #: longest prompt + response scored (None: the model's context)
-    max_prompt_length: int | None = None  #: longest prompt sampled from (None: what max_length leaves)
+    precision: str = option("auto", choices=("auto", "fp32", "bf16", "fp16"))
+    max_length: int | None = option(None, ge=1)  #: longest prompt + response scored (None: the model's context)
+    max_prompt_length: int | None = option(None, ge=1)  #: longest prompt sampled from (None: what max_length leaves)
     attn_implementation: str | None = None  #: eager, sdpa, alignfw (the fused Triton kernel), ...
     #: encode/decode rollouts with alignfw's Rust BPE when the tokenizer is byte-level BPE
     #: (GPT-2, Llama 3, Qwen2 families); other families always use Hugging Face's tokenizer
@@ -79,6 +81,8 @@ def build_hf_model(cfg: HFModelConfig, ctx: BuildContext | None = None) -> Causa
             register_attention()
         kwargs["attn_implementation"] = cfg.attn_implementation
     tok_path = resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path
+    if Path(path).is_dir():  # a damaged weights file is named here, not deep inside transformers
+        check_safetensors(sorted(Path(path).glob("*.safetensors")), f"re-download or re-save the model in model.path={cfg.path!r}")
     try:
         lm = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
         tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=cfg.trust_remote_code)

@@ -34,6 +34,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from alignfw.config import option, validate_options
 from alignfw.exceptions import ConfigError, DataError, InvalidInputError
 from alignfw.hookspecs import hookimpl
 from alignfw.types import Record
@@ -248,24 +249,18 @@ def bleu_from_stats(
 class BleuConfig:
     """Options of the BLEU reward (``+reward=bleu reward.max_order=2``)."""
 
-    max_order: int = 4  #: largest n-gram order
-    smooth: str = "exp"  #: "exp" (Chen & Cherry method 3), "floor" (1), "add-k" (2) or "none"
-    smooth_value: Optional[float] = None  #: constant for "floor" (default 0.1) and "add-k" (default 1)
-    tokenize: str = "13a"  #: "13a" (mteval, WMT standard), "char" (non-space characters), "none" (whitespace)
+    max_order: int = option(4, ge=1)  #: largest n-gram order
+    smooth: str = option("exp", choices=SMOOTH_METHODS)  #: "exp" (Chen & Cherry method 3), "floor" (1), "add-k" (2) or "none"
+    smooth_value: Optional[float] = option(None, ge=0)  #: constant for "floor" (default 0.1) and "add-k" (default 1)
+    #: "13a" (mteval, WMT standard), "char" (non-space characters), "none" (whitespace)
+    tokenize: str = option("13a", choices=tuple(TOKENIZERS))
     lowercase: bool = False  #: compare case-insensitively
     effective_order: bool = True  #: skip orders longer than the response (sentence BLEU)
 
 
 def validate_config(cfg: BleuConfig) -> None:
     """Raise :class:`ConfigError` for an option out of range, naming the option and the fix."""
-    if cfg.max_order < 1:
-        raise ConfigError(f"reward.max_order={cfg.max_order}: BLEU needs max_order >= 1 (4 is standard)")
-    if cfg.smooth not in SMOOTH_DEFAULTS:
-        raise ConfigError(f"reward.smooth={cfg.smooth!r} is not a BLEU smoothing method; use one of {', '.join(SMOOTH_METHODS)}")
-    if cfg.smooth_value is not None and cfg.smooth_value < 0:
-        raise ConfigError(f"reward.smooth_value={cfg.smooth_value}: must be >= 0")
-    if cfg.tokenize not in TOKENIZERS:
-        raise ConfigError(f"reward.tokenize={cfg.tokenize!r} is not a BLEU tokenizer; use one of {', '.join(TOKENIZERS)}")
+    validate_options(cfg, "reward.")
 
 
 class _Scorer:

@@ -45,6 +45,7 @@ class CombinedReward:
         from omegaconf import OmegaConf
         from omegaconf.errors import OmegaConfBaseException
 
+        from alignfw.config import validate_options
         from alignfw.exceptions import ConfigError
 
         if not cfg.components:
@@ -61,6 +62,7 @@ class CombinedReward:
                 sub = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(reg.config), comp.options or {}))
             except OmegaConfBaseException as e:
                 raise ConfigError(f"reward.components: options of {comp.name!r}: {e}".split("\n")[0]) from None
+            validate_options(sub, f"reward.components[{len(self.parts)}].options.")
             self.parts.append((comp.name, float(comp.weight), reg.build(sub, ctx)))
         self.standardize = cfg.standardize
         self.last_components: dict[str, float] = {}

@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from alignfw.config import option, validate_options
 from alignfw.exceptions import ConfigError, DataError, InvalidInputError
 from alignfw.hookspecs import hookimpl
 from alignfw.plugins.data.sources import FORMATS, FileSourceConfig, read_rows, rows_to_records
@@ -106,17 +107,17 @@ class FeedbackConfig:
     """Options of the feedback-similarity reward (``+reward=feedback reward.path=ratings.jsonl``)."""
 
     path: Optional[str] = None  #: file of rated answers (prompt, response, feedback ±1); any format data=file reads
-    format: str = "auto"  #: that file's format ("auto": by extension)
+    format: str = option("auto", choices=("auto", *FORMATS))  #: that file's format ("auto": by extension)
     prompt_key: str = "prompt"
     response_key: str = "response"
     feedback_key: str = "feedback"
-    similarity: str = "char_f1"  #: "char_f1" (character n-gram F1, chrF-like) or "token_f1" (word F1)
-    char_order: int = 4  #: char_f1: largest character n-gram
+    similarity: str = option("char_f1", choices=SIMILARITIES)  #: "char_f1" (character n-gram F1, chrF-like) or "token_f1" (word F1)
+    char_order: int = option(4, ge=1)  #: char_f1: largest character n-gram
     lowercase: bool = True  #: compare case-insensitively
-    aggregate: str = "max"  #: "max" or "mean" similarity over the rated answers of each sign
+    aggregate: str = option("max", choices=("max", "mean"))  #: "max" or "mean" similarity over the rated answers of each sign
     use_records: bool = True  #: also use ratings carried by the batch's records (feedback kind, meta)
     meta_key: str = "rated_responses"  #: record.meta key holding [{"response": ..., "feedback": ±1}, ...]
-    missing: str = "error"  #: a prompt with no rated answers: "error" or "zero" (reward 0)
+    missing: str = option("error", choices=("error", "zero"))  #: a prompt with no rated answers: "error" or "zero" (reward 0)
 
 
 def _normalize_prompt(prompt: str) -> str:
@@ -124,16 +125,7 @@ def _normalize_prompt(prompt: str) -> str:
 
 
 def _validate(cfg: FeedbackConfig) -> None:
-    if cfg.similarity not in SIMILARITIES:
-        raise ConfigError(f"reward.similarity={cfg.similarity!r}; use one of {', '.join(SIMILARITIES)}")
-    if cfg.aggregate not in ("max", "mean"):
-        raise ConfigError(f"reward.aggregate={cfg.aggregate!r}; use 'max' or 'mean'")
-    if cfg.missing not in ("error", "zero"):
-        raise ConfigError(f"reward.missing={cfg.missing!r}; use 'error' or 'zero'")
-    if cfg.format != "auto" and cfg.format not in FORMATS:
-        raise ConfigError(f"reward.format={cfg.format!r}; use auto or one of {', '.join(FORMATS)}")
-    if cfg.char_order < 1:
-        raise ConfigError(f"reward.char_order={cfg.char_order}; it must be >= 1")
+    validate_options(cfg, "reward.")
     if not cfg.path and not cfg.use_records:
         raise ConfigError(
             "the feedback reward has no rated answers: set reward.path to a file with prompt, response and feedback "

@@ -9,10 +9,13 @@ single logit, optionally shifted and scaled so that rewards of different models 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from alignfw.checkpoint import check_safetensors
+from alignfw.config import option
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.models import load_classifier, score_sequences
@@ -27,8 +30,8 @@ class RewardModelConfig:
     """Options of a learned reward model."""
 
     path: str = "???"  #: a directory with a sequence-classification model (config.json + safetensors)
-    batch_size: int = 32
-    max_length: int = 1024  #: prompt + response tokens scored (longer inputs are truncated on the left)
+    batch_size: int = option(32, ge=1)
+    max_length: int = option(1024, ge=1)  #: prompt + response tokens scored (longer inputs are truncated on the left)
     shift: float = 0.0  #: subtracted from the raw score
     scale: float = 1.0  #: the shifted score is multiplied by this
     dtype: str = "auto"
@@ -41,6 +44,8 @@ class RewardModel:
         if cfg.path == "???":
             raise ConfigError("reward=reward_model needs reward.path=<directory of a sequence-classification reward model>")
         device = torch.device(ctx.device if ctx is not None and ctx.device is not None else "cpu")
+        if Path(cfg.path).is_dir():  # a damaged weights file is named here, not deep inside transformers
+            check_safetensors(sorted(Path(cfg.path).glob("*.safetensors")), f"retrain or re-save the reward model in reward.path={cfg.path!r}")
         self.model, self.tokenizer = load_classifier(cfg.path, dtype=cfg.dtype, device=device)
         self.cfg = cfg
 

@@ -35,6 +35,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from alignfw.config import option, validate_options
 from alignfw.exceptions import ConfigError, InvalidInputError
 from alignfw.hookspecs import hookimpl
 from alignfw.types import Record
@@ -48,7 +49,7 @@ RULE_KINDS = ("regex", "keywords", "length", "format")
 class RuleSpec:
     """One rule. ``kind`` says which of the fields below apply; the others must keep their defaults."""
 
-    kind: str = "regex"  #: "regex", "keywords", "length" or "format"
+    kind: str = option("regex", choices=RULE_KINDS)  #: "regex", "keywords", "length" or "format"
     name: Optional[str] = None  #: a label for messages; defaults to "<kind>[<index>]"
     weight: float = 1.0  #: this rule's share of the reward (negative: a penalty)
     # regex
@@ -58,15 +59,15 @@ class RuleSpec:
     case_sensitive: bool = False
     # keywords
     keywords: list[str] = field(default_factory=list)
-    mode: str = "required"  #: keywords: "required" (must appear) or "forbidden" (must not)
+    mode: str = option("required", choices=("required", "forbidden"))  #: keywords: "required" (must appear) or "forbidden" (must not)
     whole_word: bool = False  #: keywords: match whole words only ("cat" does not match "category")
     # keywords and format
     partial: bool = True  #: score the fraction of keywords / checks satisfied instead of all-or-nothing
     # length
-    unit: str = "words"  #: length: "words" (whitespace-separated) or "chars"
-    min: Optional[int] = None  #: length: smallest length with full score (None: no lower bound)
-    max: Optional[int] = None  #: length: largest length with full score (None: no upper bound)
-    tolerance: float = 10.0  #: length: units outside [min, max] at which the score reaches 0
+    unit: str = option("words", choices=("words", "chars"))  #: length: "words" (whitespace-separated) or "chars"
+    min: Optional[int] = option(None, ge=0)  #: length: smallest length with full score (None: no lower bound)
+    max: Optional[int] = option(None, ge=0)  #: length: largest length with full score (None: no upper bound)
+    tolerance: float = option(10.0, gt=0)  #: length: units outside [min, max] at which the score reaches 0
     # format
     starts_with: Optional[str] = None  #: format: the stripped response starts with this
     ends_with: Optional[str] = None  #: format: the stripped response ends with this
@@ -125,8 +126,6 @@ def _regex_rule(spec: RuleSpec, index: int) -> Callable[[str], float]:
 def _keywords_rule(spec: RuleSpec, index: int) -> Callable[[str], float]:
     if not spec.keywords or any(not isinstance(k, str) or not k for k in spec.keywords):
         raise _fail(spec, index, f"needs a non-empty list of non-empty keywords, got {spec.keywords!r}")
-    if spec.mode not in ("required", "forbidden"):
-        raise _fail(spec, index, f"mode={spec.mode!r}; use 'required' or 'forbidden'")
     flags = 0 if spec.case_sensitive else re.IGNORECASE
     patterns = [re.compile(rf"\b{re.escape(k)}\b" if spec.whole_word else re.escape(k), flags) for k in spec.keywords]
     forbidden, partial = spec.mode == "forbidden", spec.partial
@@ -150,16 +149,10 @@ def length_score(length: int, lo: Optional[int], hi: Optional[int], tolerance: f
 
 
 def _length_rule(spec: RuleSpec, index: int) -> Callable[[str], float]:
-    if spec.unit not in ("words", "chars"):
-        raise _fail(spec, index, f"unit={spec.unit!r}; use 'words' or 'chars'")
     if spec.min is None and spec.max is None:
         raise _fail(spec, index, "needs min, max or both (the target range)")
-    if (spec.min is not None and spec.min < 0) or (spec.max is not None and spec.max < 0):
-        raise _fail(spec, index, f"min={spec.min} and max={spec.max} must be >= 0")
     if spec.min is not None and spec.max is not None and spec.min > spec.max:
         raise _fail(spec, index, f"min={spec.min} is larger than max={spec.max}")
-    if not spec.tolerance > 0:
-        raise _fail(spec, index, f"tolerance={spec.tolerance} must be > 0")
     measure: Callable[[str], int] = (lambda t: len(t.split())) if spec.unit == "words" else len
     lo, hi, tol = spec.min, spec.max, spec.tolerance
     return lambda text: length_score(measure(text), lo, hi, tol)
@@ -211,8 +204,7 @@ def compile_rule(spec: RuleSpec, index: int = 0) -> Callable[[str], float]:
     Raises:
         ConfigError: The rule is invalid; the message names ``reward.rules[index]`` and the fix.
     """
-    if spec.kind not in _BUILDERS:
-        raise _fail(spec, index, f"unknown kind; use one of {', '.join(RULE_KINDS)}")
+    validate_options(spec, f"reward.rules[{index}].")
     _check_unused_fields(spec, index)
     return _BUILDERS[spec.kind](spec, index)
 

@@ -10,9 +10,13 @@ A checkpoint is a directory ``<run>/checkpoints/step_00000040/`` holding
 - ``state.json``: the rest of the trainer state (step, hyper-parameters, Python RNG), with each
   tensor replaced by ``{"__tensor__": key}``.
 
+``state.json`` also names the algorithm and model that wrote it (``"algorithm"``, ``"model"``), so
+resuming it under another says so instead of failing deep inside the optimizer.
+
 It is written under a temporary name and renamed into place, and ``latest`` (a one-line file,
-replaced atomically) names the newest complete one, so a run killed at any moment leaves either
-the old or the new checkpoint, never half of one. Nothing is ever unpickled.
+replaced atomically) names the newest complete one, so a run killed at any moment (or a write
+that fails: a full disk) leaves the previous checkpoint intact, never half of one. Nothing is
+ever unpickled. Files get the permissions a plain ``open()`` gives (see ``rundir.share_files``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,16 @@ from safetensors.torch import load_file, save_file
 
 from alignfw.exceptions import CheckpointError
 
-__all__ = ["EncodedState", "encode_state", "find_checkpoint", "load_state", "save_checkpoint", "save_state"]
+__all__ = [
+    "EncodedState",
+    "check_safetensors",
+    "encode_state",
+    "find_checkpoint",
+    "load_state",
+    "save_checkpoint",
+    "save_state",
+    "share_files",
+]
 
 
 def _encode(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -83,15 +96,41 @@ def save_state(directory: Path, state: dict[str, Any] | EncodedState) -> None:
     (directory / "state.json").write_text(json.dumps(enc.tree))
 
 
+def check_safetensors(files: list[Path], fix: str) -> None:
+    """Open the header of each safetensors file (cheap: nothing is loaded) and name the first one
+    that is truncated, empty or not safetensors at all.
+
+    Args:
+        files: The files to check.
+        fix: What the message tells the user to do.
+
+    Raises:
+        CheckpointError: ``<file> is not a readable safetensors file (<why>); <fix>``.
+    """
+    from safetensors import safe_open
+
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception as e:  # SafetensorError (truncated, garbage) or OSError
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{f} is not a readable safetensors file ({why}); {fix}") from e
+
+
 def load_state(directory: Path) -> dict[str, Any]:
+    fix = "the checkpoint may be truncated: resume from an earlier one (checkpoints/step_*)"
     try:
         tree = json.loads((directory / "state.json").read_text())
+        check_safetensors([directory / "state.safetensors"], fix)
         tensors = load_file(str(directory / "state.safetensors"))
         return _decode(tree, tensors)
+    except CheckpointError:
+        raise
     except FileNotFoundError as e:
         raise CheckpointError(f"checkpoint {directory} is incomplete: {e.filename} is missing; resume from another checkpoint") from e
     except Exception as e:
-        raise CheckpointError(f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); it may be truncated: resume from an earlier checkpoint") from e
+        raise CheckpointError(f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); {fix}") from e
 
 
 def save_checkpoint(run_dir: Path, step: int, model: Any, state: dict[str, Any] | EncodedState, keep: int = 2) -> Path:
@@ -101,10 +140,15 @@ def save_checkpoint(run_dir: Path, step: int, model: Any, state: dict[str, Any] 
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model.save_pretrained(str(tmp / "model"))
-    save_state(tmp, state)
-    _fsync_dir(tmp)
+    try:
+        tmp.mkdir()
+        model.save_pretrained(str(tmp / "model"))
+        save_state(tmp, state)
+        share_files(tmp)
+        _fsync_dir(tmp)
+    except BaseException:  # a full disk, an interrupt: the previous checkpoint and `latest` stay as they were
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -146,3 +190,24 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# -- permissions ----------------------------------------------------------------------------------
+
+
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def share_files(directory: Path) -> None:
+    """Give every file under ``directory`` the mode a plain ``open()`` gives (0644 under umask 022).
+
+    safetensors (>= 0.7) writes through a private temporary file and renames it, so weights end up
+    0600 while every other output is 0644: a group sharing the machine could not read the model.
+    """
+    mode = _default_mode()
+    for p in [directory, *directory.rglob("*")] if directory.is_dir() else [directory]:
+        if p.is_file() and not p.is_symlink() and (p.stat().st_mode & 0o777) != mode:
+            os.chmod(p, mode)

@@ -20,6 +20,7 @@ import logging
 import math
 import random
 import shutil
+import signal
 import sys
 import time
 from functools import partial
@@ -30,15 +31,16 @@ from typing import Any
 import torch
 
 from alignfw import distributed
-from alignfw.checkpoint import encode_state, find_checkpoint, load_state, save_checkpoint
-from alignfw.config import NAME_KEY, AlignfwConfig
+from alignfw.checkpoint import check_safetensors, encode_state, find_checkpoint, load_state, save_checkpoint, share_files
+from alignfw.config import NAME_KEY, AlignfwConfig, validate_options
 from alignfw.evaluation import sample_completions
-from alignfw.exceptions import ConfigError, DataError, PluginError, TrainingError
+from alignfw.exceptions import AlignfwError, CheckpointError, ConfigError, DataError, PluginError, TrainingError
 from alignfw.models import PolicyModel
 from alignfw.models.chat import render_records
 from alignfw.models.protocol import missing_members
-from alignfw.registry import BuildContext, get_plugin_manager, get_registry
+from alignfw.registry import BuildContext, GuardedReward, get_plugin_manager, get_registry
 from alignfw.rollout import EVAL_STREAM, sampling_stream
+from alignfw.rundir import Interrupted, StopSignals, check_run_dir, claim_run_dir, release_run_dir
 from alignfw.types import Evaluates, Record, SavesModel
 
 __all__ = ["Trainer", "batch_for_step", "resolve_device", "run"]
@@ -98,6 +100,7 @@ class Trainer:
             raise ConfigError(f"choose an algorithm with +algo=<name> (installed: {', '.join(self.registry.names('algorithm'))})")
         if cfg.model is None or cfg.data is None:
             raise ConfigError("the config has no model or data; select them with model=<name> data=<name>")
+        validate_options(cfg)  # every declared option range, before anything loads
         seed_everything(cfg.seed)  # the same on every rank: components are built identically
         self.device = distributed.init(cfg.distributed, resolve_device(cfg.device))
         self.world = distributed.world_size()
@@ -107,6 +110,8 @@ class Trainer:
                 f"use a multiple of {self.world} or change --nproc_per_node"
             )
         self.run_dir = run_dir = Path(distributed.broadcast_object(str(run_dir)))  # Hydra's timestamps may differ per rank
+        if distributed.is_main():  # refuse another run's directory before any model loads
+            check_run_dir(run_dir, resume=cfg.run.resume, overwrite=cfg.run.overwrite)
         ctx = BuildContext(
             self.registry, self.device, str(run_dir), cfg.seed, run=cfg.run, rollout=cfg.rollout, distributed=cfg.distributed
         )
@@ -122,7 +127,8 @@ class Trainer:
         ctx.model = self.model
         _set_threads(cfg.threads, self.device, self.model)
         if cfg.reward is not None:
-            self.reward = self.registry.get("reward", _name(cfg.reward)).build(cfg.reward, ctx)
+            reward_reg = self.registry.get("reward", _name(cfg.reward))
+            self.reward = GuardedReward(reward_reg.build(cfg.reward, ctx), reward_reg)  # names the plugin when it fails
             ctx.reward = self.reward
         else:
             self.reward = None
@@ -150,7 +156,7 @@ class Trainer:
         """Step, algorithm state and RNG; under torchrun also every rank's RNG (``rng_ranks``), so a
         collective: every rank must call it."""
         rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
-        state = {"step": self.step, "algo": self.algo.state_dict(), "rng": rng, "best": self.best}
+        state = {"step": self.step, "algo": self.algo.state_dict(), "rng": rng, "best": self.best, **self._origin()}
         if self.model.grad_scaler is not None:  # fp16: the loss scale continues where it was
             state["grad_scaler"] = self.model.grad_scaler.state_dict()
         if self.world > 1:
@@ -177,6 +183,24 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         random.setstate((3, tuple(rng["python"]), rng["python_pos"]))
 
+    def _origin(self) -> dict[str, Any]:
+        """What a checkpoint records about the run that wrote it."""
+        return {"algorithm": _name(self.cfg.algo), "model": _name(self.cfg.model), "model_path": getattr(self.cfg.model, "path", None)}
+
+    def _check_origin(self, ck: Path, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another algorithm or model plugin; warn about another model.path."""
+        mine = self._origin()
+        for key, how in (("algorithm", "+algo={}"), ("model", "model={}")):
+            saved = state.get(key)
+            if saved is not None and saved != mine[key]:
+                raise CheckpointError(
+                    f"checkpoint {ck} was written by {key} {saved!r} and this run uses {mine[key]!r}; resume it with "
+                    f"{how.format(saved)}, or start a new run without run.resume"
+                )
+        saved_path = state.get("model_path")
+        if saved_path is not None and saved_path != mine["model_path"] and distributed.is_main():
+            print(f"alignfw: warning: checkpoint {ck} was trained from model.path={saved_path!r}, this run names {mine['model_path']!r}", file=sys.stderr)
+
     def resume(self, path: str) -> None:
         from safetensors.torch import load_file
 
@@ -184,13 +208,24 @@ class Trainer:
         # the policy's weights, or only its adapter's for a LoRA policy (the base comes from model.path)
         weights = next((f for f in (ck / "model" / n for n in ("model.safetensors", "adapter_model.safetensors")) if f.exists()), None)
         if weights is None:
-            raise ConfigError(f"checkpoint {ck} has no model/model.safetensors (nor a LoRA adapter); resume from another checkpoint")
+            raise CheckpointError(f"checkpoint {ck} has no model/model.safetensors (nor a LoRA adapter); resume from another checkpoint")
+        state = load_state(ck)  # first: it says which algorithm and model wrote the checkpoint
+        self._check_origin(ck, state)
+        check_safetensors([weights], "the checkpoint is damaged: resume from an earlier one (checkpoints/step_*)")
         weights_sd = load_file(str(weights))
         missing, unexpected = self.model.load_policy_state_dict(weights_sd)
         tied = {k for k in missing if "lm_head" in k}  # tied embeddings are saved once
         if set(missing) - tied or unexpected:
-            raise ConfigError(f"checkpoint {ck} does not match model {_name(self.cfg.model)!r} (missing {sorted(missing)[:3]}, unexpected {unexpected[:3]})")
-        self.load_state_dict(load_state(ck))
+            raise CheckpointError(f"checkpoint {ck} does not match model {_name(self.cfg.model)!r} (missing {sorted(missing)[:3]}, unexpected {unexpected[:3]})")
+        try:
+            self.load_state_dict(state)
+        except AlignfwError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # e.g. torch's optimizer "groups mismatch"
+            raise CheckpointError(
+                f"checkpoint {ck} does not fit this run's algorithm {_name(self.cfg.algo)!r} ({type(e).__name__}: {e}); "
+                "resume it with the algorithm options it was written with, or start a new run"
+            ) from e
         if distributed.is_main():
             log.warning("resumed from %s at step %d", ck, self.step)  # stderr, as before
 
@@ -220,11 +255,41 @@ class Trainer:
         return out
 
     def train(self) -> dict[str, Any]:
+        """Claim the run directory (a lock; released at the end), then train. SIGINT / SIGTERM stop
+        at the next step boundary with a checkpoint (:class:`alignfw.rundir.Interrupted`)."""
+        cfg = self.cfg
+        lock = claim_run_dir(self.run_dir, resume=cfg.run.resume, overwrite=cfg.run.overwrite) if distributed.is_main() else None
+        try:
+            with StopSignals() as stop:
+                return self._train(stop)
+        finally:
+            release_run_dir(lock)
+
+    def _stop_requested(self, stop: StopSignals) -> int | None:
+        """The signal that asked to stop, agreed by every rank (a collective under torchrun, so all
+        ranks stop after the same step)."""
+        if self.world == 1:
+            return stop.signum
+        seen = torch.tensor([float(stop.signum == s) for s in (signal.SIGTERM, signal.SIGINT)], dtype=torch.float64)
+        seen = distributed.all_reduce_sum(seen)  # ranks that got SIGTERM, ranks that got SIGINT
+        return signal.SIGTERM if seen[0] > 0 else signal.SIGINT if seen[1] > 0 else None
+
+    def _interrupt(self, signum: int, bar: Any) -> Interrupted:
+        if bar is not None:
+            bar.close()
+        every = self.cfg.run.save_every
+        path = None
+        if every and self.step % every:
+            path = self.checkpoint()
+        elif every and distributed.is_main():
+            path = find_checkpoint(self.run_dir) if (self.run_dir / "checkpoints" / "latest").exists() else None
+        return Interrupted(signum, self.step, self.cfg.run.steps, path, self.run_dir)
+
+    def _train(self, stop: StopSignals) -> dict[str, Any]:
         cfg = self.cfg
         main = distributed.is_main()
         if main:
             console_logging()
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(_yaml(self.resolved))
         if cfg.run.resume:
             self.resume(cfg.run.resume)
@@ -276,6 +341,9 @@ class Trainer:
                 bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _POSTFIX.items() if k in metrics})
             if cfg.run.save_every and self.step % cfg.run.save_every == 0:
                 self.checkpoint()
+            signum = self._stop_requested(stop) if self.step < cfg.run.steps else None
+            if signum is not None:
+                raise self._interrupt(signum, bar)
         if bar is not None:
             bar.close()
         tokens.close()
@@ -337,6 +405,7 @@ class Trainer:
         if main or self.model.fsdp:
             save(str(tmp))
         if main:
+            share_files(tmp)  # safetensors writes 0600; the outputs are as readable as the run's other files
             lora = (tmp / "adapter_model.safetensors").exists()
             title = f"{self.run_dir.name}/{name}"
             write_model_card(tmp, config=self.resolved, metrics=metrics, step=self.step, title=title, lora=lora, version=__version__)
@@ -496,9 +565,7 @@ def best_is_higher(metric: str, mode: str) -> bool:
 
 
 def _set_threads(threads: int | None, device: torch.device, model: PolicyModel) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"threads={threads}: give a positive number of CPU threads, or leave it unset")
+    if threads is not None:  # >= 1: declared in AlignfwConfig and validated
         torch.set_num_threads(threads)
         return
     if device.type == "cpu" and sum(p.numel() for p in model.lm.parameters()) < 10_000_000:

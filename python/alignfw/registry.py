@@ -21,15 +21,25 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import pluggy
 
 from alignfw import hookspecs
-from alignfw.config import DistributedConfig, RolloutConfig, RunConfig
-from alignfw.exceptions import PluginError, UnknownNameError
+from alignfw.config import DistributedConfig, RolloutConfig, RunConfig, option_range, validate_options
+from alignfw.exceptions import AlignfwError, PluginError, UnknownNameError
 
 if TYPE_CHECKING:
     import torch
 
     from alignfw.models import PolicyModel
 
-__all__ = ["KINDS", "BuildContext", "Register", "Registration", "Registry", "get_registry", "plugin_manager"]
+__all__ = [
+    "KINDS",
+    "BuildContext",
+    "GuardedReward",
+    "Register",
+    "Registration",
+    "Registry",
+    "config_options",
+    "get_registry",
+    "plugin_manager",
+]
 
 #: plugin kind -> (registration hook, Hydra group, how a user selects it)
 KINDS: dict[str, tuple[str, str, str]] = {
@@ -59,19 +69,72 @@ class Registration:
     def options(self) -> list[tuple[str, str, Any]]:
         """``(field, type, default)`` for each option of the config dataclass; the fields of a nested
         dataclass option are listed one by one as ``outer.inner`` (``lora.r``)."""
-        return _options(self.config)
+        return [(name, tname, default) for name, tname, default, _ in config_options(self.config)]
+
+    def ranges(self) -> dict[str, str]:
+        """``{field: "in range"}`` for each option declared with :func:`alignfw.config.option`
+        (``{"clip_range": "> 0", "lora.r": ">= 1"}``)."""
+        return {name: rng for name, _, _, rng in config_options(self.config) if rng}
+
+    def describe(self) -> str:
+        """``reward 'bleu' (plugin 'bleu' from alignfw 0.1.0 (built-in), factory alignfw.plugins.rewards.bleu.BleuReward)``:
+        who to ask when it fails (the plugin is its entry point's name for an installed distribution)."""
+        factory = f"{getattr(self.factory, '__module__', '?')}.{getattr(self.factory, '__qualname__', repr(self.factory))}"
+        return f"{self.kind} {self.name!r} (plugin {self.plugin!r} from {self.origin}, factory {factory})"
 
     def build(self, cfg: Any, ctx: BuildContext | None = None) -> Any:
-        """Call the factory with the filled-in config, and with ``ctx`` if it asks for one."""
+        """Check the config's declared ranges, then call the factory with it (and with ``ctx`` if it
+        asks for one). An exception that is not an :class:`AlignfwError` (or a file system error)
+        becomes a :class:`PluginError` naming the plugin."""
+        if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+            validate_options(cfg, f"{self.group}.")
         try:
             takes_ctx = "ctx" in inspect.signature(self.factory).parameters
         except (TypeError, ValueError):  # builtins without a signature
             takes_ctx = False
-        return self.factory(cfg, ctx=ctx) if takes_ctx else self.factory(cfg)
+        try:
+            return self.factory(cfg, ctx=ctx) if takes_ctx else self.factory(cfg)
+        except (AlignfwError, OSError):
+            raise
+        except Exception as e:
+            raise PluginError(f"{self.describe()} failed to build: {type(e).__name__}: {e}; fix the plugin or its options") from e
 
 
-def _options(config: Any, prefix: str = "") -> list[tuple[str, str, Any]]:
-    out: list[tuple[str, str, Any]] = []
+class GuardedReward:
+    """A built reward with a boundary: an exception or a malformed result names the plugin.
+
+    The wrapped reward's attributes stay reachable (``guarded.last_components``).
+    """
+
+    def __init__(self, fn: Callable[..., Any], reg: Registration) -> None:
+        self.fn, self.registration = fn, reg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fn, name)
+
+    def __call__(self, prompts: list[str], responses: list[str], records: Any) -> Any:
+        who = self.registration.describe()
+        try:
+            out = self.fn(prompts, responses, records)
+        except AlignfwError:
+            raise
+        except Exception as e:
+            raise PluginError(f"{who} raised {type(e).__name__}: {e}; fix the reward (a reward returns one float per response)") from e
+        shape = "a list of floats or a 1-D tensor"
+        if out is None:
+            raise PluginError(f"{who} returned None for {len(responses)} responses; a reward must return one score per response ({shape})")
+        try:
+            n = len(out)
+        except TypeError:
+            raise PluginError(f"{who} returned a {type(out).__name__}, not one score per response ({shape})") from None
+        if n != len(responses):
+            raise PluginError(f"{who} returned {n} scores for {len(responses)} responses; a reward must return one score per response ({shape})")
+        return out
+
+
+def config_options(config: Any, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """``(field, type, default, range)``; range is "" when none is declared."""
+    out: list[tuple[str, str, Any, str]] = []
     for f in dataclasses.fields(config):
         if f.default is not dataclasses.MISSING:
             default = f.default
@@ -80,10 +143,11 @@ def _options(config: Any, prefix: str = "") -> list[tuple[str, str, Any]]:
         else:
             default = "???"
         if dataclasses.is_dataclass(default) and not isinstance(default, type):
-            out += _options(type(default), f"{prefix}{f.name}.")
+            out += config_options(type(default), f"{prefix}{f.name}.")
             continue
         tname = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        out.append((prefix + f.name, tname, default))
+        rng = option_range(f)
+        out.append((prefix + f.name, tname, default, rng.describe() if rng else ""))
     return out
 
 

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from alignfw.config import option
 from alignfw.exceptions import ConfigError
 
 __all__ = ["AdapterFreeReference", "LoraOptions", "add_lora", "adapter_key_names", "adapter_state_dict", "is_peft_model", "load_adapter_state_dict", "save_merged", "unwrap"]
@@ -37,9 +38,9 @@ class LoraOptions:
     """LoRA options of a policy model (``model.lora.*``)."""
 
     enabled: bool = False  #: train LoRA adapters instead of every weight
-    r: int = 8  #: rank of each update ``B @ A``
-    alpha: float = 16.0  #: scale: the update is multiplied by ``alpha / r``
-    dropout: float = 0.0  #: dropout on the adapter's input (off in the RL algorithms, which disable dropout)
+    r: int = option(8, ge=1)  #: rank of each update ``B @ A``
+    alpha: float = option(16.0, gt=0)  #: scale: the update is multiplied by ``alpha / r``
+    dropout: float = option(0.0, ge=0, lt=1)  #: dropout on the adapter's input (off in the RL algorithms, which disable dropout)
     #: module names (suffixes, as peft matches them: ``[q_proj, v_proj]``) or ``all-linear``
     #: (every linear layer except the output head)
     target_modules: Any = "all-linear"

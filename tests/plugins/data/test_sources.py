@@ -324,11 +324,11 @@ def test_not_utf8(tmp_path):
     ("options", "message"),
     [
         (dict(path=None), "data.path is not set"),
-        (dict(eval_fraction=1.0), "data.eval_fraction=1.0; it must be in [0, 1)"),
+        (dict(eval_fraction=1.0), "data.eval_fraction=1.0 is out of range: must be >= 0 and < 1"),
         (dict(eval_fraction=0.1, eval_path="e.jsonl"), "data.eval_path and data.eval_fraction are both set"),
-        (dict(kind="pairs"), "data.kind='pairs'; use auto or one of prompt, sft"),
+        (dict(kind="pairs"), "data.kind='pairs' is not a valid choice: must be one of 'auto', 'prompt', 'sft'"),
         (dict(format="xlsx"), "data.format='xlsx'"),
-        (dict(limit=0), "data.limit=0; it must be >= 1"),
+        (dict(limit=0), "data.limit=0 is out of range: must be >= 1"),
     ],
 )
 def test_config_errors(options, message):

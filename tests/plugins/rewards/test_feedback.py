@@ -182,7 +182,7 @@ def test_bad_meta_ratings():
     ("options", "message"),
     [
         (dict(use_records=False), "has no rated answers: set reward.path"),
-        (dict(similarity="cosine"), "reward.similarity='cosine'; use one of char_f1, token_f1"),
+        (dict(similarity="cosine"), "reward.similarity='cosine' is not a valid choice: must be one of 'char_f1', 'token_f1'"),
         (dict(aggregate="min"), "reward.aggregate='min'"),
         (dict(missing="skip"), "reward.missing='skip'"),
         (dict(char_order=0), "reward.char_order=0"),
