@@ -31,7 +31,7 @@ use serde_json::Value;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 pub use self::merge::MergeMap;
-pub use self::pretokenize::{Pattern, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN};
+pub use self::pretokenize::{OnPiece, Pattern, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN};
 pub use self::train::TrainerConfig;
 pub use crate::added::{AddedToken, AllowedSpecial};
 use crate::added::{AddedVocab, Piece, Splitter};
@@ -477,8 +477,13 @@ impl Tokenizer {
     fn encode_segment(&self, text: &str, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
         if let (Some(p), Normalizer::None) = (&self.single_split, self.parts.normalizer) {
             // Fast path: one regex split, no normalization, no prefix space.
-            let bytes = text.as_bytes();
-            return p.split_ranges(text, &mut |a, b| self.encode_piece(&bytes[a..b], cache, out));
+            let mut sink = EncodePieces {
+                tokenizer: self,
+                text: text.as_bytes(),
+                cache,
+                out,
+            };
+            return p.split_ranges(text, &mut sink);
         }
         let mut pieces: Vec<String> = Vec::new();
         self.for_each_piece(text, &mut |p| pieces.push(p.to_string()))?;
@@ -723,6 +728,22 @@ impl Tokenizer {
     /// Trains on in-memory texts (each text is split into lines, as the file trainer does).
     pub fn train_from_texts<S: AsRef<str> + Sync>(texts: &[S], config: &TrainerConfig) -> Result<Self> {
         train::train_from_texts(texts, config)
+    }
+}
+
+/// The encoder's fast path as the scanner's [`OnPiece`]: each piece goes through the cache.
+struct EncodePieces<'a> {
+    tokenizer: &'a Tokenizer,
+    text: &'a [u8],
+    cache: &'a mut PieceCache,
+    out: &'a mut Vec<u32>,
+}
+
+impl OnPiece for EncodePieces<'_> {
+    #[inline(always)]
+    fn on_piece(&mut self, start: usize, end: usize) {
+        self.tokenizer
+            .encode_piece(&self.text[start..end], self.cache, self.out)
     }
 }
 

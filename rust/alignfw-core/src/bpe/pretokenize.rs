@@ -19,6 +19,20 @@ pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}
 pub const QWEN2_PATTERN: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// What a scanner calls with each piece's byte range `(start, end)`. Closures implement it; the
+/// encoder implements it on a type of its own whose method is `#[inline(always)]`, so that its
+/// per-piece work is compiled into the scanner's loop (a closure that large stays a call).
+pub trait OnPiece {
+    fn on_piece(&mut self, start: usize, end: usize);
+}
+
+impl<F: FnMut(usize, usize)> OnPiece for F {
+    #[inline(always)]
+    fn on_piece(&mut self, start: usize, end: usize) {
+        self(start, end)
+    }
+}
+
 /// A pre-tokenizer regex: one of the known ones (scanned by hand) or any other (fancy-regex).
 #[derive(Debug, Clone)]
 pub enum Pattern {
@@ -60,7 +74,7 @@ impl Pattern {
     /// Calls `f(start, end)` with the byte range of each piece of `text`, in order (the encoder's
     /// form: it merges byte slices, so no piece needs a `&str` and its char-boundary checks).
     #[inline]
-    pub fn split_ranges(&self, text: &str, f: &mut impl FnMut(usize, usize)) -> Result<()> {
+    pub fn split_ranges(&self, text: &str, f: &mut impl OnPiece) -> Result<()> {
         match self {
             Pattern::Gpt2 => split_gpt2(text.as_bytes(), f),
             Pattern::Llama3 => split_llama3(text.as_bytes(), 3, f),
@@ -77,20 +91,20 @@ pub fn split_regex<'a>(re: &Regex, text: &'a str, f: &mut impl FnMut(&'a str)) -
 }
 
 /// [`split_regex`] as byte ranges.
-fn split_regex_ranges(re: &Regex, text: &str, f: &mut impl FnMut(usize, usize)) -> Result<()> {
+fn split_regex_ranges(re: &Regex, text: &str, f: &mut impl OnPiece) -> Result<()> {
     let mut last = 0;
     for m in re.find_iter(text) {
         let m = m.map_err(|e| Error::Tokenize(format!("pre-tokenizer regex failed: {e}")))?;
         if m.start() > last {
-            f(last, m.start());
+            f.on_piece(last, m.start());
         }
         if m.end() > m.start() {
-            f(m.start(), m.end());
+            f.on_piece(m.start(), m.end());
         }
         last = m.end();
     }
     if last < text.len() {
-        f(last, text.len());
+        f.on_piece(last, text.len());
     }
     Ok(())
 }
@@ -226,7 +240,7 @@ fn whitespace_tail(s: &[u8], i: usize) -> usize {
 
 /// The GPT-2 scanner: calls `f(start, end)` for each piece of `s`, in order.
 #[inline(always)]
-fn split_gpt2(s: &[u8], f: &mut impl FnMut(usize, usize)) {
+fn split_gpt2(s: &[u8], f: &mut impl OnPiece) {
     let mut i = 0;
     while i < s.len() {
         let b = s[i];
@@ -259,14 +273,14 @@ fn split_gpt2(s: &[u8], f: &mut impl FnMut(usize, usize)) {
                 whitespace_tail(s, i)
             }
         };
-        f(i, end);
+        f.on_piece(i, end);
         i = end;
     }
 }
 
 /// Llama 3 (`max_digits` = 3) and Qwen2 (`max_digits` = 1): calls `f(start, end)` for each piece.
 #[inline(always)]
-fn split_llama3(s: &[u8], max_digits: usize, f: &mut impl FnMut(usize, usize)) {
+fn split_llama3(s: &[u8], max_digits: usize, f: &mut impl OnPiece) {
     let mut i = 0;
     while i < s.len() {
         let b = s[i];
@@ -336,7 +350,7 @@ fn split_llama3(s: &[u8], max_digits: usize, f: &mut impl FnMut(usize, usize)) {
             // \s+(?!\S)|\s+
             whitespace_tail(s, i)
         };
-        f(i, end);
+        f.on_piece(i, end);
         i = end;
     }
 }
