@@ -11,6 +11,7 @@ offsets and the same decoded text, on the held-out corpus and on arbitrary strin
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from pathlib import Path
 
@@ -205,6 +206,11 @@ def test_family_equals_hf_on_the_corpus(family_specs, corpus_files, name):
     want = [e.ids for e in hf.encode_batch(lines, add_special_tokens=True)]
     assert ours.encode_batch(lines, allowed_special="all", add_special_tokens=True, num_threads=2) == want
     assert ours.decode_batch(want) == hf.decode_batch(want, skip_special_tokens=False)
+    # The flat batch (the bindings' shared batch path) holds the same ids, text after text.
+    ids, offsets = ours.encode_batch_flat(lines, allowed_special="all", num_threads=2)
+    plain = [e.ids for e in hf.encode_batch(lines, add_special_tokens=False)]
+    assert offsets.tolist() == [0, *itertools.accumulate(map(len, plain))]
+    assert ids.tolist() == [i for x in plain for i in x]
 
 
 any_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)

@@ -4,6 +4,7 @@
 
 use pyo3::prelude::*;
 
+mod batch;
 mod errors;
 mod subword;
 mod tokenizer;

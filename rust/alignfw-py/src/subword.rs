@@ -2,19 +2,19 @@
 //! `SubwordTokenizer` and `is_byte_level_json` on `alignfw._native`.
 //!
 //! Same shape as the byte-level bindings: arguments checked under the GIL, work in `py.detach`
-//! (batches on rayon threads), results converted once.
+//! (batches on rayon threads, through [`crate::batch`]), results converted once.
 
 use std::sync::Arc;
 
 use alignfw_core::pipeline::{char_offsets, train_wordpiece, Encoding, Tokenizer, WordPieceTrainerConfig};
 use alignfw_core::Error;
-use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyDict, PyList};
 
+use crate::batch::{self, FlatIds};
 use crate::errors::to_pyerr;
-use crate::tokenizer::{extract_texts, parse_allowed, GcPause, Text};
+use crate::tokenizer::{parse_allowed, Text};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SubwordTokenizer>()?;
@@ -35,9 +35,6 @@ fn is_byte_level_json(py: Python<'_>, json: PyBackedStr) -> PyResult<bool> {
 
 /// `(ids, character offsets)` of [`SubwordTokenizer::encode_with_offsets`].
 type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
-
-/// `(ids, offsets)` of [`SubwordTokenizer::encode_batch_flat`].
-type FlatIds<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>);
 
 /// A WordPiece, SentencePiece-style BPE or Unigram tokenizer (private; use `alignfw.tokenizer.Tokenizer`).
 #[pyclass(module = "alignfw._native", name = "SubwordTokenizer", frozen)]
@@ -128,21 +125,14 @@ impl SubwordTokenizer {
         num_threads: Option<usize>,
         add_special_tokens: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let texts = extract_texts(texts)?;
-        let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        let batch = py
-            .detach(|| {
-                let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
-                t.encode_batch(&strs, &allowed, add_special_tokens, false, num_threads)
-            })
-            .map_err(to_pyerr)?;
-        let _paused = GcPause::new(py);
-        let lists = batch
-            .iter()
-            .map(|e| PyList::new(py, &e.ids))
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, lists)
+        batch::encode_lists(
+            py,
+            texts,
+            allowed_special,
+            |texts, allowed| t.encode_batch(texts, allowed, add_special_tokens, false, num_threads),
+            |e| PyList::new(py, &e.ids),
+        )
     }
 
     /// Encodes many texts into one flat `uint32` array of ids and `int64` offsets (`len(texts) + 1`).
@@ -155,24 +145,14 @@ impl SubwordTokenizer {
         num_threads: Option<usize>,
         add_special_tokens: bool,
     ) -> PyResult<FlatIds<'py>> {
-        let texts = extract_texts(texts)?;
-        let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        let (ids, offsets) = py
-            .detach(|| -> Result<(Vec<u32>, Vec<i64>), Error> {
-                let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
-                let batch = t.encode_batch(&strs, &allowed, add_special_tokens, false, num_threads)?;
-                let mut offsets = Vec::with_capacity(batch.len() + 1);
-                offsets.push(0i64);
-                let mut ids = Vec::with_capacity(batch.iter().map(|e| e.ids.len()).sum());
-                for e in batch {
-                    ids.extend_from_slice(&e.ids);
-                    offsets.push(ids.len() as i64);
-                }
-                Ok((ids, offsets))
-            })
-            .map_err(to_pyerr)?;
-        Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
+        batch::encode_flat(
+            py,
+            texts,
+            allowed_special,
+            |texts, allowed| t.encode_batch(texts, allowed, add_special_tokens, false, num_threads),
+            |e: &Encoding| e.ids.as_slice(),
+        )
     }
 
     /// Decodes ids to text through the tokenizer's decoder.

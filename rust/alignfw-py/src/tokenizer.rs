@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use alignfw_core::bpe::{AllowedSpecial, Pattern, Tokenizer, TrainerConfig};
 use alignfw_core::Error;
-use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::PyUnicodeEncodeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use crate::batch::{self, FlatIds};
 use crate::errors::to_pyerr;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -23,9 +23,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// `(ids, character offsets)` of [`BpeTokenizer::encode_with_offsets`].
 type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
-
-/// `(ids, offsets)` of [`BpeTokenizer::encode_batch_flat`].
-type FlatIds<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>);
 
 /// A text argument: `str`, or `bytes` that must be UTF-8.
 pub(crate) enum Text {
@@ -101,35 +98,6 @@ pub(crate) fn parse_allowed(obj: Option<&Bound<'_, PyAny>>) -> PyResult<AllowedS
 
 fn parse_pattern(pattern: &str) -> PyResult<Pattern> {
     Pattern::from_name_or_regex(pattern).map_err(to_pyerr)
-}
-
-/// Pauses CPython's cyclic garbage collector while a batch's lists are built and restores its
-/// previous state on drop. Every new list counts as a container allocation, so a batch of 30k lists
-/// otherwise sets off dozens of collections that each walk the lists built so far, and every object
-/// the process holds once those reach the oldest generation (measured on the benchmark corpus: a
-/// 1-thread `encode_batch` 413 -> 312 ms). Lists of ints cannot form cycles, and the GIL is held for
-/// the guard's whole life, so no other Python code sees the pause; the deferred collection runs at
-/// the next allocation after it.
-pub(crate) struct GcPause<'py> {
-    was_enabled: bool,
-    _gil: Python<'py>,
-}
-
-impl<'py> GcPause<'py> {
-    pub(crate) fn new(py: Python<'py>) -> Self {
-        // SAFETY: the GIL is held: the guard keeps the `Python` token for its whole life.
-        let was_enabled = unsafe { pyo3::ffi::PyGC_Disable() } != 0;
-        GcPause { was_enabled, _gil: py }
-    }
-}
-
-impl Drop for GcPause<'_> {
-    fn drop(&mut self) {
-        if self.was_enabled {
-            // SAFETY: as in `new`.
-            unsafe { pyo3::ffi::PyGC_Enable() };
-        }
-    }
 }
 
 /// A byte-level BPE tokenizer (private; use `alignfw.tokenizer.Tokenizer`).
@@ -296,21 +264,14 @@ impl BpeTokenizer {
         allowed_special: Option<&Bound<'py, PyAny>>,
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let texts = extract_texts(texts)?;
-        let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        let batch = py
-            .detach(|| {
-                let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
-                t.encode_batch(&strs, &allowed, num_threads)
-            })
-            .map_err(to_pyerr)?;
-        let _paused = GcPause::new(py);
-        let lists = batch
-            .iter()
-            .map(|ids| self.id_list(py, ids))
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, lists)
+        batch::encode_lists(
+            py,
+            texts,
+            allowed_special,
+            |texts, allowed| t.encode_batch(texts, allowed, num_threads),
+            |ids| self.id_list(py, ids),
+        )
     }
 
     /// Encodes many texts into one flat `uint32` array of ids and `int64` offsets (`len(texts) + 1`):
@@ -323,24 +284,14 @@ impl BpeTokenizer {
         allowed_special: Option<&Bound<'py, PyAny>>,
         num_threads: Option<usize>,
     ) -> PyResult<FlatIds<'py>> {
-        let texts = extract_texts(texts)?;
-        let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        let (ids, offsets) = py
-            .detach(|| -> Result<(Vec<u32>, Vec<i64>), Error> {
-                let strs = texts.iter().map(Text::as_str).collect::<Result<Vec<&str>, Error>>()?;
-                let batch = t.encode_batch(&strs, &allowed, num_threads)?;
-                let mut offsets = Vec::with_capacity(batch.len() + 1);
-                offsets.push(0i64);
-                let mut ids = Vec::with_capacity(batch.iter().map(Vec::len).sum());
-                for b in batch {
-                    ids.extend_from_slice(&b);
-                    offsets.push(ids.len() as i64);
-                }
-                Ok((ids, offsets))
-            })
-            .map_err(to_pyerr)?;
-        Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
+        batch::encode_flat(
+            py,
+            texts,
+            allowed_special,
+            |texts, allowed| t.encode_batch(texts, allowed, num_threads),
+            |ids: &Vec<u32>| ids.as_slice(),
+        )
     }
 
     /// The pieces the pre-tokenizer splits `text` into (after normalization; added tokens not split off).
@@ -447,13 +398,4 @@ impl BpeTokenizer {
             .map(|(b, i)| (PyBytes::new(py, &b), i))
             .collect()
     }
-}
-
-pub(crate) fn extract_texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Text>> {
-    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
-        return Err(to_pyerr(Error::InvalidInput(
-            "texts must be a sequence of texts, not a single text".into(),
-        )));
-    }
-    obj.try_iter()?.map(|item| Text::extract(&item?)).collect()
 }

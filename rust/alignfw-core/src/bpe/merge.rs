@@ -9,15 +9,45 @@ use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use rustc_hash::FxHashMap;
-
 /// Symbols up to this count use the flat scan; longer pieces the heap.
 pub const HEAP_THRESHOLD: usize = 64;
 
-/// `(left id, right id)` → `(rank, merged id)`.
-#[derive(Debug, Clone, Default)]
+/// A slot's key when the slot is empty: no pair of ids below `u32::MAX` has this key.
+const EMPTY: u64 = u64::MAX;
+
+/// `(left id, right id)` → `(rank, merged id)`: an open-addressing table with linear probing, at most
+/// half full, one 16-byte slot per entry. A lookup is a multiply, a shift and usually one compare
+/// (a general hash map spends about three times as many instructions per lookup, and encoding long
+/// pieces is mostly lookups).
+#[derive(Debug, Clone)]
 pub struct MergeMap {
-    map: FxHashMap<u64, (u32, u32)>,
+    slots: Vec<Slot>,
+    /// `64 - log2(slots.len())`: the hash's top bits index the table.
+    shift: u32,
+    len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: u64,
+    rank: u32,
+    id: u32,
+}
+
+const EMPTY_SLOT: Slot = Slot {
+    key: EMPTY,
+    rank: 0,
+    id: 0,
+};
+
+impl Default for MergeMap {
+    fn default() -> Self {
+        MergeMap {
+            slots: vec![EMPTY_SLOT; 16],
+            shift: 64 - 4,
+            len: 0,
+        }
+    }
 }
 
 #[inline(always)]
@@ -26,27 +56,86 @@ fn key(a: u32, b: u32) -> u64 {
 }
 
 impl MergeMap {
+    #[inline(always)]
+    fn home(&self, k: u64) -> usize {
+        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
     /// Adds a merge; a pair seen twice keeps its last rank, as Hugging Face's map does.
+    ///
+    /// # Panics
+    /// If both ids are `u32::MAX` (that key marks empty slots; no vocabulary has 2^32 tokens).
     pub fn insert(&mut self, a: u32, b: u32, rank: u32, new_id: u32) {
-        self.map.insert(key(a, b), (rank, new_id));
+        let k = key(a, b);
+        assert!(
+            k != EMPTY,
+            "merge of id {a} with id {b}: ids must be below {}",
+            u32::MAX
+        );
+        if 2 * (self.len + 1) > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(k);
+        let slots = &mut self.slots;
+        loop {
+            let slot = &mut slots[i];
+            if slot.key == EMPTY {
+                self.len += 1;
+            }
+            if slot.key == EMPTY || slot.key == k {
+                *slot = Slot {
+                    key: k,
+                    rank,
+                    id: new_id,
+                };
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = 2 * self.slots.len();
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY_SLOT; size]);
+        self.shift -= 1;
+        self.len = 0;
+        for s in old.into_iter().filter(|s| s.key != EMPTY) {
+            self.insert((s.key >> 32) as u32, s.key as u32, s.rank, s.id);
+        }
     }
 
     #[inline(always)]
     pub fn get(&self, a: u32, b: u32) -> Option<(u32, u32)> {
-        self.map.get(&key(a, b)).copied()
+        let k = key(a, b);
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(k);
+        loop {
+            let slot = self.slots[i];
+            if slot.key == k {
+                return Some((slot.rank, slot.id));
+            }
+            if slot.key == EMPTY {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
     /// All merges as `((left, right), (rank, merged))`, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = ((u32, u32), (u32, u32))> + '_ {
-        self.map.iter().map(|(&k, &v)| (((k >> 32) as u32, k as u32), v))
+        self.slots
+            .iter()
+            .filter(|s| s.key != EMPTY)
+            .map(|s| (((s.key >> 32) as u32, s.key as u32), (s.rank, s.id)))
     }
 
     /// Merges `ids` in place; `scratch` is a reusable buffer.
@@ -119,26 +208,30 @@ impl MergeMap {
         prev.extend((0..n as u32).map(|i| if i == 0 { NIL } else { i - 1 }));
         next.clear();
         next.extend((1..=n as u32).map(|i| if i as usize == n { NIL } else { i }));
-        // Entries: (rank, position of the left symbol, merged id); min-heap via Reverse.
+        // Entries: `rank << 32 | position of the left symbol`: one u64 compare orders them by rank,
+        // then leftmost (min-heap via Reverse). The merged id is looked up again when an entry is
+        // popped, which also tells stale entries apart: ranks are unique per pair, so an entry is
+        // current exactly when the pair now at its position has its rank. (Hugging Face compares the
+        // merged ids instead; the two agree, since a pair at a position only ever grows to the right,
+        // and a longer pair never merges into the token of a shorter one.)
         let mut entries = std::mem::take(heap).into_vec();
         entries.clear();
         entries.extend(
             ids.windows(2)
                 .enumerate()
-                .filter_map(|(i, w)| self.get(w[0], w[1]).map(|(r, m)| Reverse((r, i as u32, m)))),
+                .filter_map(|(i, w)| self.get(w[0], w[1]).map(|(r, _)| Reverse((r as u64) << 32 | i as u64))),
         );
         let mut queue = BinaryHeap::from(entries);
-        while let Some(Reverse((_rank, pos, new_id))) = queue.pop() {
-            let pos = pos as usize;
+        while let Some(Reverse(entry)) = queue.pop() {
+            let (rank, pos) = ((entry >> 32) as u32, entry as u32 as usize);
             if prev[pos] == DEAD || next[pos] == NIL {
                 continue;
             }
             let right = next[pos] as usize;
-            // Skip entries made stale by an earlier merge at this position.
-            match self.get(ids[pos], ids[right]) {
-                Some((_, m)) if m == new_id => {}
+            let new_id = match self.get(ids[pos], ids[right]) {
+                Some((r, m)) if r == rank => m,
                 _ => continue,
-            }
+            };
             ids[pos] = new_id;
             prev[right] = DEAD;
             next[pos] = next[right];
@@ -147,14 +240,14 @@ impl MergeMap {
             }
             if prev[pos] != NIL {
                 let p = prev[pos] as usize;
-                if let Some((r, m)) = self.get(ids[p], ids[pos]) {
-                    queue.push(Reverse((r, p as u32, m)));
+                if let Some((r, _)) = self.get(ids[p], ids[pos]) {
+                    queue.push(Reverse((r as u64) << 32 | p as u64));
                 }
             }
             if next[pos] != NIL {
                 let q = next[pos] as usize;
-                if let Some((r, m)) = self.get(ids[pos], ids[q]) {
-                    queue.push(Reverse((r, pos as u32, m)));
+                if let Some((r, _)) = self.get(ids[pos], ids[q]) {
+                    queue.push(Reverse((r as u64) << 32 | pos as u64));
                 }
             }
         }
@@ -175,7 +268,7 @@ impl MergeMap {
 struct HeapScratch {
     prev: Vec<u32>,
     next: Vec<u32>,
-    heap: BinaryHeap<Reverse<(u32, u32, u32)>>,
+    heap: BinaryHeap<Reverse<u64>>,
 }
 
 thread_local! {

@@ -31,7 +31,7 @@ use serde_json::Value;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 pub use self::merge::MergeMap;
-pub use self::pretokenize::{Pattern, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN};
+pub use self::pretokenize::{OnPiece, Pattern, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN};
 pub use self::train::TrainerConfig;
 pub use crate::added::{AddedToken, AllowedSpecial};
 use crate::added::{AddedVocab, Piece, Splitter};
@@ -435,12 +435,8 @@ impl Tokenizer {
                 };
                 match pattern {
                     Some(p) => {
-                        let base = piece.text.as_ptr() as usize;
                         let mut ranges = Vec::new();
-                        p.split(&piece.text, &mut |x: &str| {
-                            let at = x.as_ptr() as usize - base;
-                            ranges.push((at, at + x.len()));
-                        })?;
+                        p.split_ranges(&piece.text, &mut |a, b| ranges.push((a, b)))?;
                         next.extend(ranges.into_iter().map(|(a, b)| piece.slice(a, b)));
                     }
                     None => next.push(piece),
@@ -481,7 +477,13 @@ impl Tokenizer {
     fn encode_segment(&self, text: &str, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
         if let (Some(p), Normalizer::None) = (&self.single_split, self.parts.normalizer) {
             // Fast path: one regex split, no normalization, no prefix space.
-            return p.split(text, &mut |piece| self.encode_piece(piece.as_bytes(), cache, out));
+            let mut sink = EncodePieces {
+                tokenizer: self,
+                text: text.as_bytes(),
+                cache,
+                out,
+            };
+            return p.split_ranges(text, &mut sink);
         }
         let mut pieces: Vec<String> = Vec::new();
         self.for_each_piece(text, &mut |p| pieces.push(p.to_string()))?;
@@ -533,8 +535,9 @@ impl Tokenizer {
         Ok(())
     }
 
-    /// BPE on one piece's bytes, through the cache.
-    #[inline]
+    /// BPE on one piece's bytes, through the cache. The common cases (a single byte, a piece found
+    /// in the first-level cache) are inlined into the pre-tokenizer's loop; the rest is a call.
+    #[inline(always)]
     fn encode_piece(&self, piece: &[u8], cache: &mut PieceCache, out: &mut Vec<u32>) {
         if piece.len() == 1 {
             let id = self.byte_ids[piece[0] as usize];
@@ -543,21 +546,10 @@ impl Tokenizer {
                 return;
             }
         }
-        if self.parts.ignore_merges {
-            if let Some(&id) = self.bytes_to_id.get(piece) {
-                out.push(id);
-                return;
-            }
-        }
-        if piece.len() > MAX_CACHED_PIECE {
-            self.merge_piece(piece, &mut cache.scratch_ids, &mut cache.scratch_pairs);
-            out.extend_from_slice(&cache.scratch_ids);
-            return;
-        }
-        let key = short_key(piece);
-        if let Some(k) = key {
+        if let Some(k) = short_key(piece) {
             // First level: a direct-mapped table small enough to stay in L2, with one- and two-id
-            // results stored inline (the frequent pieces of natural text hit here).
+            // results stored inline (the frequent pieces of natural text hit here). It holds final
+            // results, so `ignore_merges` needs no check here.
             let slot = &cache.hot[hot_index(k)];
             if slot.0 == k {
                 match slot.1 >> 62 {
@@ -571,6 +563,24 @@ impl Tokenizer {
                 return;
             }
         }
+        self.encode_piece_uncached(piece, cache, out)
+    }
+
+    /// [`Self::encode_piece`] past the first-level cache: the second-level maps, then merging.
+    #[inline(never)]
+    fn encode_piece_uncached(&self, piece: &[u8], cache: &mut PieceCache, out: &mut Vec<u32>) {
+        if self.parts.ignore_merges {
+            if let Some(&id) = self.bytes_to_id.get(piece) {
+                out.push(id);
+                return;
+            }
+        }
+        if piece.len() > MAX_CACHED_PIECE {
+            self.merge_piece(piece, &mut cache.scratch_ids, &mut cache.scratch_pairs);
+            out.extend_from_slice(&cache.scratch_ids);
+            return;
+        }
+        let key = short_key(piece);
         let hit = match key {
             Some(k) => cache.short.get(&k),
             None => cache.long.get(piece),
@@ -718,6 +728,22 @@ impl Tokenizer {
     /// Trains on in-memory texts (each text is split into lines, as the file trainer does).
     pub fn train_from_texts<S: AsRef<str> + Sync>(texts: &[S], config: &TrainerConfig) -> Result<Self> {
         train::train_from_texts(texts, config)
+    }
+}
+
+/// The encoder's fast path as the scanner's [`OnPiece`]: each piece goes through the cache.
+struct EncodePieces<'a> {
+    tokenizer: &'a Tokenizer,
+    text: &'a [u8],
+    cache: &'a mut PieceCache,
+    out: &'a mut Vec<u32>,
+}
+
+impl OnPiece for EncodePieces<'_> {
+    #[inline(always)]
+    fn on_piece(&mut self, start: usize, end: usize) {
+        self.tokenizer
+            .encode_piece(&self.text[start..end], self.cache, self.out)
     }
 }
 

@@ -8,7 +8,7 @@
 
 use fancy_regex::Regex;
 
-use super::unicode::{class, LETTER, NUMBER, OTHER, SPACE};
+use super::unicode::{class_of, BYTE_CLASS, LETTER, MULTI, NUMBER, OTHER, SPACE};
 use crate::error::{Error, Result};
 
 /// GPT-2's pre-tokenizer regex (also Hugging Face's `ByteLevel(use_regex=True)`).
@@ -18,6 +18,20 @@ pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}
 /// Qwen2's (Llama 3's with single digits).
 pub const QWEN2_PATTERN: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// What a scanner calls with each piece's byte range `(start, end)`. Closures implement it; the
+/// encoder implements it on a type of its own whose method is `#[inline(always)]`, so that its
+/// per-piece work is compiled into the scanner's loop (a closure that large stays a call).
+pub trait OnPiece {
+    fn on_piece(&mut self, start: usize, end: usize);
+}
+
+impl<F: FnMut(usize, usize)> OnPiece for F {
+    #[inline(always)]
+    fn on_piece(&mut self, start: usize, end: usize) {
+        self(start, end)
+    }
+}
 
 /// A pre-tokenizer regex: one of the known ones (scanned by hand) or any other (fancy-regex).
 #[derive(Debug, Clone)]
@@ -54,11 +68,18 @@ impl Pattern {
     /// Calls `f` on each piece of `text`, in order; the pieces concatenate to `text`.
     #[inline]
     pub fn split<'a>(&self, text: &'a str, f: &mut impl FnMut(&'a str)) -> Result<()> {
+        self.split_ranges(text, &mut |a, b| f(&text[a..b]))
+    }
+
+    /// Calls `f(start, end)` with the byte range of each piece of `text`, in order (the encoder's
+    /// form: it merges byte slices, so no piece needs a `&str` and its char-boundary checks).
+    #[inline]
+    pub fn split_ranges(&self, text: &str, f: &mut impl OnPiece) -> Result<()> {
         match self {
-            Pattern::Gpt2 => split_gpt2(text, f),
-            Pattern::Llama3 => split_llama3(text, 3, f),
-            Pattern::Qwen2 => split_llama3(text, 1, f),
-            Pattern::Custom(re) => return split_regex(re, text, f),
+            Pattern::Gpt2 => split_gpt2(text.as_bytes(), f),
+            Pattern::Llama3 => split_llama3(text.as_bytes(), 3, f),
+            Pattern::Qwen2 => split_llama3(text.as_bytes(), 1, f),
+            Pattern::Custom(re) => return split_regex_ranges(re, text, f),
         }
         Ok(())
     }
@@ -66,30 +87,36 @@ impl Pattern {
 
 /// Hugging Face `Split(pattern, behavior="Isolated")`: matches and the gaps between them are pieces.
 pub fn split_regex<'a>(re: &Regex, text: &'a str, f: &mut impl FnMut(&'a str)) -> Result<()> {
+    split_regex_ranges(re, text, &mut |a, b| f(&text[a..b]))
+}
+
+/// [`split_regex`] as byte ranges.
+fn split_regex_ranges(re: &Regex, text: &str, f: &mut impl OnPiece) -> Result<()> {
     let mut last = 0;
     for m in re.find_iter(text) {
         let m = m.map_err(|e| Error::Tokenize(format!("pre-tokenizer regex failed: {e}")))?;
         if m.start() > last {
-            f(&text[last..m.start()]);
+            f.on_piece(last, m.start());
         }
         if m.end() > m.start() {
-            f(m.as_str());
+            f.on_piece(m.start(), m.end());
         }
         last = m.end();
     }
     if last < text.len() {
-        f(&text[last..]);
+        f.on_piece(last, text.len());
     }
     Ok(())
 }
 
-/// The character starting at byte `i` of `s` and its class; `s` must have a char boundary at `i`.
+/// The class and byte length of the character starting at byte `i` of `s` (a char boundary of
+/// well-formed UTF-8). ASCII costs one table load.
 #[inline(always)]
-fn char_at(s: &[u8], i: usize) -> (char, u8, usize) {
+fn class_len_at(s: &[u8], i: usize) -> (u8, usize) {
     let b = s[i];
-    if b < 0x80 {
-        let c = b as char;
-        return (c, class(c), 1);
+    let k = BYTE_CLASS[b as usize];
+    if k != MULTI {
+        return (k, 1);
     }
     // `s` comes from a `&str` and `i` is a char boundary, so this is well-formed UTF-8 (no unsafe needed).
     let (cp, len) = if b < 0xE0 {
@@ -108,33 +135,60 @@ fn char_at(s: &[u8], i: usize) -> (char, u8, usize) {
             4,
         )
     };
-    let c = char::from_u32(cp).unwrap_or('\u{FFFD}');
-    (c, class(c), len)
+    (class_of(cp), len)
 }
 
-/// Class at `i`, or `None` at the end.
+/// End of the run of characters whose class satisfies `keep`, starting at `i`. ASCII bytes take one
+/// table load each; a multi-byte character is decoded.
 #[inline(always)]
-fn class_at(s: &[u8], i: usize) -> Option<(char, u8, usize)> {
-    (i < s.len()).then(|| char_at(s, i))
-}
-
-/// End of the run of characters whose class satisfies `keep`, starting at `i`.
-#[inline(always)]
-fn run(s: &[u8], mut i: usize, keep: impl Fn(char, u8) -> bool) -> usize {
+fn run(s: &[u8], mut i: usize, keep: impl Fn(u8) -> bool) -> usize {
     while i < s.len() {
-        // ASCII fast path.
-        let b = s[i];
-        let (c, cl, len) = if b < 0x80 {
-            (b as char, class(b as char), 1)
+        let k = BYTE_CLASS[s[i] as usize];
+        if k != MULTI {
+            if !keep(k) {
+                break;
+            }
+            i += 1;
         } else {
-            char_at(s, i)
-        };
-        if !keep(c, cl) {
-            break;
+            let (k, len) = class_len_at(s, i);
+            if !keep(k) {
+                break;
+            }
+            i += len;
+        }
+    }
+    i
+}
+
+/// `run(s, i, |k| k & LETTER != 0)`, eight ASCII bytes at a time: words are mostly ASCII letters.
+#[inline(always)]
+fn run_letters(s: &[u8], mut i: usize) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    loop {
+        while i + 8 <= s.len() {
+            let w = u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+            // Per byte, bit 7 set where the byte is an ASCII letter: fold case, drop bit 7 so that
+            // no sum carries into the next byte, then test 0x61 <= x <= 0x7A with two additions.
+            let x = (w | 0x2020_2020_2020_2020) & 0x7F7F_7F7F_7F7F_7F7F;
+            let at_least_a = x.wrapping_add(0x1F1F_1F1F_1F1F_1F1F);
+            let above_z = x.wrapping_add(0x0505_0505_0505_0505);
+            let letters = at_least_a & !above_z & !w & HIGH;
+            if letters != HIGH {
+                i += ((!letters & HIGH).trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        // The byte at `i` is not an ASCII letter, or fewer than 8 bytes are left.
+        if i >= s.len() {
+            return i;
+        }
+        let (k, len) = class_len_at(s, i);
+        if k & LETTER == 0 {
+            return i;
         }
         i += len;
     }
-    i
 }
 
 /// Length of a contraction (`'s`, `'t`, `'re`, `'ve`, `'m`, `'ll`, `'d`) starting at `i` (which holds
@@ -170,7 +224,7 @@ fn whitespace_tail(s: &[u8], i: usize) -> usize {
     let mut j = i;
     let mut last_start = i;
     while j < s.len() {
-        let (_, cl, len) = char_at(s, j);
+        let (cl, len) = class_len_at(s, j);
         if cl & SPACE == 0 {
             break;
         }
@@ -184,106 +238,111 @@ fn whitespace_tail(s: &[u8], i: usize) -> usize {
     }
 }
 
-fn split_gpt2<'a>(text: &'a str, f: &mut impl FnMut(&'a str)) {
-    let s = text.as_bytes();
+/// The GPT-2 scanner: calls `f(start, end)` for each piece of `s`, in order.
+#[inline(always)]
+fn split_gpt2(s: &[u8], f: &mut impl OnPiece) {
     let mut i = 0;
     while i < s.len() {
-        let (c, cl, _) = char_at(s, i);
-        // 's|'t|'re|'ve|'m|'ll|'d
-        if c == '\'' {
-            let n = contraction(s, i, false);
-            if n > 0 {
-                f(&text[i..i + n]);
-                i += n;
-                continue;
+        let b = s[i];
+        let end = 'piece: {
+            // 's|'t|'re|'ve|'m|'ll|'d
+            if b == b'\'' {
+                let n = contraction(s, i, false);
+                if n > 0 {
+                    break 'piece i + n;
+                }
             }
-        }
-        // ` ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+`: an optional space, then a run of one class.
-        let (start, run_class) = if c == ' ' {
-            match class_at(s, i + 1) {
-                Some((_, cl2, _)) if cl2 & SPACE == 0 => (i + 1, cl2),
-                _ => (i, cl),
+            // ` ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+`: an optional space, then a run of one class. The
+            // run starts after the first character of that class, which is known to belong to it.
+            let (cl, len) = class_len_at(s, i);
+            let (after, run_class) = if b == b' ' && i + 1 < s.len() {
+                match class_len_at(s, i + 1) {
+                    (cl2, len2) if cl2 & SPACE == 0 => (i + 1 + len2, cl2),
+                    _ => (i + 1, cl),
+                }
+            } else {
+                (i + len, cl)
+            };
+            if run_class & LETTER != 0 {
+                run_letters(s, after)
+            } else if run_class & NUMBER != 0 {
+                run(s, after, |k| k & NUMBER != 0)
+            } else if run_class == OTHER {
+                run(s, after, |k| k == OTHER)
+            } else {
+                whitespace_tail(s, i)
             }
-        } else {
-            (i, cl)
         };
-        let end = if run_class & LETTER != 0 {
-            run(s, start, |_, k| k & LETTER != 0)
-        } else if run_class & NUMBER != 0 {
-            run(s, start, |_, k| k & NUMBER != 0)
-        } else if run_class == OTHER {
-            run(s, start, |_, k| k == OTHER)
-        } else {
-            whitespace_tail(s, i)
-        };
-        f(&text[i..end]);
+        f.on_piece(i, end);
         i = end;
     }
 }
 
-/// Llama 3 (`max_digits` = 3) and Qwen2 (`max_digits` = 1).
-fn split_llama3<'a>(text: &'a str, max_digits: usize, f: &mut impl FnMut(&'a str)) {
-    let s = text.as_bytes();
+/// Llama 3 (`max_digits` = 3) and Qwen2 (`max_digits` = 1): calls `f(start, end)` for each piece.
+#[inline(always)]
+fn split_llama3(s: &[u8], max_digits: usize, f: &mut impl OnPiece) {
     let mut i = 0;
     while i < s.len() {
-        let (c, cl, len) = char_at(s, i);
+        let b = s[i];
+        let (cl, len) = class_len_at(s, i);
         let end = 'piece: {
+            // [^\r\n\p{L}\p{N}]?\p{L}+
+            if cl & LETTER != 0 {
+                break 'piece run_letters(s, i + len);
+            }
             // (?i:'s|'t|'re|'ve|'m|'ll|'d)
-            if c == '\'' {
+            if b == b'\'' {
                 let n = contraction(s, i, true);
                 if n > 0 {
                     break 'piece i + n;
                 }
             }
-            // [^\r\n\p{L}\p{N}]?\p{L}+
-            if cl & LETTER != 0 {
-                break 'piece run(s, i + len, |_, k| k & LETTER != 0);
-            }
-            if cl & NUMBER == 0 && c != '\r' && c != '\n' {
-                if let Some((_, cl2, len2)) = class_at(s, i + len) {
-                    if cl2 & LETTER != 0 {
-                        break 'piece run(s, i + len + len2, |_, k| k & LETTER != 0);
-                    }
+            if cl & NUMBER == 0 && b != b'\r' && b != b'\n' && i + len < s.len() {
+                let (cl2, len2) = class_len_at(s, i + len);
+                if cl2 & LETTER != 0 {
+                    break 'piece run_letters(s, i + len + len2);
                 }
             }
             // \p{N}{1,max_digits}
             if cl & NUMBER != 0 {
                 let mut j = i + len;
                 for _ in 1..max_digits {
-                    match class_at(s, j) {
-                        Some((_, k, l)) if k & NUMBER != 0 => j += l,
+                    if j == s.len() {
+                        break;
+                    }
+                    match class_len_at(s, j) {
+                        (k, l) if k & NUMBER != 0 => j += l,
                         _ => break,
                     }
                 }
                 break 'piece j;
             }
             // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
-            let start = if c == ' ' {
-                match class_at(s, i + 1) {
-                    Some((_, OTHER, _)) => Some(i + 1),
-                    _ => None,
-                }
-            } else if cl == OTHER {
-                Some(i)
+            let start = if b == b' ' {
+                (i + 1 < s.len() && class_len_at(s, i + 1).0 == OTHER).then_some(i + 1)
             } else {
-                None
+                (cl == OTHER).then_some(i)
             };
             if let Some(start) = start {
-                let j = run(s, start, |_, k| k == OTHER);
-                break 'piece run(s, j, |ch, _| ch == '\r' || ch == '\n');
+                let j = run(s, start, |k| k == OTHER);
+                let mut e = j;
+                while e < s.len() && (s[e] == b'\r' || s[e] == b'\n') {
+                    e += 1;
+                }
+                break 'piece e;
             }
             // `\s*[\r\n]+`: the whitespace run up to and including its last newline.
             let mut j = i;
             let mut after_newline = None;
             while j < s.len() {
-                let (ch, k, l) = char_at(s, j);
+                let (k, l) = class_len_at(s, j);
                 if k & SPACE == 0 {
                     break;
                 }
-                j += l;
-                if ch == '\r' || ch == '\n' {
-                    after_newline = Some(j);
+                if s[j] == b'\r' || s[j] == b'\n' {
+                    after_newline = Some(j + 1);
                 }
+                j += l;
             }
             if let Some(e) = after_newline {
                 break 'piece e;
@@ -291,7 +350,7 @@ fn split_llama3<'a>(text: &'a str, max_digits: usize, f: &mut impl FnMut(&'a str
             // \s+(?!\S)|\s+
             whitespace_tail(s, i)
         };
-        f(&text[i..end]);
+        f.on_piece(i, end);
         i = end;
     }
 }

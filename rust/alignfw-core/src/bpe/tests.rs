@@ -202,3 +202,19 @@ fn short_keys_are_the_zero_padded_bytes_and_length() {
     }
     assert_eq!(short_key(&bytes), None);
 }
+
+#[test]
+fn letter_runs_longer_than_a_word_split_as_the_regex() {
+    // Long ASCII words, words ending in non-ASCII letters and digits after letters, around the
+    // 8-byte steps of the letter scanner.
+    let text =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGH abcdefgé abcdefghé1 ǅabcdefghijk\u{2160}abcdefgh'sabcdefg_x abcdefgh";
+    for pattern in [Pattern::Gpt2, Pattern::Llama3] {
+        let re = fancy_regex::Regex::new(pattern.as_str()).unwrap();
+        let mut want = Vec::new();
+        crate::bpe::pretokenize::split_regex(&re, text, &mut |p| want.push(p.to_string())).unwrap();
+        let mut got = Vec::new();
+        pattern.split(text, &mut |p| got.push(p.to_string())).unwrap();
+        assert_eq!(got, want);
+    }
+}

@@ -81,7 +81,12 @@ const ASCII: [u8; 128] = {
 /// The class bits of `c` (a combination of [`LETTER`], [`NUMBER`], [`SPACE`]; `OTHER` is 0).
 #[inline]
 pub fn class(c: char) -> u8 {
-    let cp = c as u32;
+    class_of(c as u32)
+}
+
+/// [`class`] of a code point (at most `0x10FFFF`).
+#[inline]
+pub fn class_of(cp: u32) -> u8 {
     if cp < 128 {
         ASCII[cp as usize]
     } else {
@@ -89,6 +94,20 @@ pub fn class(c: char) -> u8 {
         t.blocks[t.index[(cp >> 8) as usize] as usize][(cp & 0xFF) as usize]
     }
 }
+
+/// Marks, in [`BYTE_CLASS`], a byte that starts (or continues) a multi-byte character.
+pub const MULTI: u8 = 0x80;
+
+/// The class of each ASCII byte, and [`MULTI`] for the others: the pre-tokenizer's per-byte table.
+pub const BYTE_CLASS: [u8; 256] = {
+    let mut t = [MULTI; 256];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = ASCII[i];
+        i += 1;
+    }
+    t
+};
 
 /// Forces the table to be built (so that timing and threads do not pay for it later).
 pub fn init() {
