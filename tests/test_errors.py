@@ -329,3 +329,21 @@ def test_sigkill_then_resume_logs_each_step_once(tmp_path):
     r = train(tmp_path, "o", "run.steps=12", "run.save_every=2", f"run.resume={run}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert _train_rows(run) == list(range(1, 13))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["+algo=ppp"], "algo=ppp is not installed: choose one of dpo, grpo, ppo, reinforce, reward_model, rloo, sft, sft_ranking"),
+        (["+reward=bleuu", "+algo=ppo"], "reward=bleuu is not installed: choose one of bleu, combine"),
+        (["+reward=bleu", "+algo=ppo", "model=tinyy"], "model=tinyy is not installed: choose one of hf_causal_lm, tiny"),
+        (["+reward=bleu", "+algo=ppo", "run.steps=abc"], "run.steps=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+        (["+reward=bleu", "+algo=ppo", "algo.lr=x"], "algo.lr=x: Value 'x' of type 'str' could not be converted to Float"),
+    ],
+)
+def test_hydra_composition_errors_are_one_line_with_exit_2(tmp_path, args, message):
+    """Unknown plugin names and values of the wrong type: one alignfw line (exit 2), not Hydra's report (exit 1)."""
+    res = run_cli(*args, f"run.output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [f"alignfw: error: {message}" + res.stderr.split(message, 1)[1].strip()]
+    assert "Traceback" not in res.stderr and "HYDRA_FULL_ERROR" not in res.stderr and not (tmp_path / "run").exists()

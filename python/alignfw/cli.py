@@ -335,21 +335,22 @@ def check_overrides(argv: list[str]) -> list[str]:
             key = a.split("=", 1)[0].lstrip("+")
             if key.split(".")[0] != "hydra":
                 (dotted if "." in key else groups).append(a)
-    if not dotted:
+    if not dotted and not groups:
         return argv
+
+    def init() -> Any:
+        if config_path is not None:
+            return hydra.initialize_config_dir(config_dir=config_path, version_base="1.3")
+        return hydra.initialize_config_module(config_module="alignfw.conf", version_base="1.3")
+
     try:
-        init = (
-            hydra.initialize_config_dir(config_dir=config_path, version_base="1.3")
-            if config_path is not None
-            else hydra.initialize_config_module(config_module="alignfw.conf", version_base="1.3")
-        )
-        with init:
+        with init():
             cfg = typed_config(hydra.compose(config_name, overrides=groups))
     except ConfigError:
         raise
-    except Exception:  # the group choices themselves are wrong: Hydra's own run reports that
+    except Exception as e:  # a plugin or preset name that does not exist
         GlobalHydra.instance().clear()
-        return argv
+        raise composition_error(e) from None
     out = []
     for a in argv:
         if a in dotted:
@@ -360,7 +361,39 @@ def check_overrides(argv: list[str]) -> list[str]:
             if a.startswith("+") and not free:
                 a = a[1:]  # +run.steps=3 on an existing option is the plain override
         out.append(a)
+    plain = {a.lstrip("+") for a in dotted}
+    if dotted:  # the values: a wrong type (run.steps=abc) fails here in one line, not in Hydra's report
+        try:
+            with init():
+                hydra.compose(config_name, overrides=[a for a in out if a in groups or a.lstrip("+") in plain])
+        except Exception as e:
+            GlobalHydra.instance().clear()
+            raise composition_error(e) from None
     return out
+
+
+def composition_error(e: BaseException) -> Exception:
+    """Hydra's or OmegaConf's composition error as one :class:`ConfigError` line: an unknown plugin
+    or preset name with the available ones, or a value of the wrong type with its key."""
+    from hydra.errors import MissingConfigException
+
+    from alignfw.exceptions import ConfigError
+
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if isinstance(e, MissingConfigException):
+        options = getattr(e, "options", None) or [ln for ln in lines[1:] if not ln.startswith(("Available", "Primary", "provider", "Set the"))]
+        options = [o for o in options if not o.endswith("_schema")]  # the typed schemas presets extend
+        missing = str(getattr(e, "missing_cfg_file", "") or "")
+        group, _, name = missing.rpartition("/")
+        what = f"{group}={name} is not installed" if group else lines[0]
+        return ConfigError(f"{what}: choose one of {', '.join(sorted(options))} (`python -m alignfw plugins` lists every plugin)")
+    override = lines[0].removeprefix("Error merging override ") if lines and lines[0].startswith("Error merging override") else None
+    while e.__cause__ is not None:  # Hydra wraps OmegaConf's error, which says what is wrong
+        e = e.__cause__
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or lines
+    key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
+    head = override or key
+    return ConfigError((f"{head}: " if head else "") + (lines[0] if lines else type(e).__name__))
 
 
 def typed_config(cfg: Any) -> Any:
