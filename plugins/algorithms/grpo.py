@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from alignfw.engines import engine_correction
 from alignfw.evaluation import evaluate_policy
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
@@ -58,6 +59,8 @@ class GRPOConfig:
     eps: float = 1e-4  #: added to the group std
     loss_aggregation: str = "token"  #: "token" (DAPO, TRL's default) or "sequence" (the paper)
     temperature: float | None = None  #: scoring temperature; None: the rollout temperature
+    #: truncated importance-sampling cap for engines other than hf (docs/engines.md; e.g. 2.0); None: off
+    tis_cap: float | None = None
 
 
 class GRPO:
@@ -92,9 +95,11 @@ class GRPO:
         advantages = group_advantages(scores, G, scale=cfg.scale_rewards, eps=cfg.eps)  # (b,)
 
         reused = cfg.ppo_epochs > 1 or cfg.minibatch_size * cfg.grad_accum < len(ro.prompts)
-        old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref, policy=reused)
+        old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref, policy=reused or ro.engine_logprobs is not None)
+        is_weights, engine_stats = engine_correction(old.get("logprobs"), ro.engine_logprobs, ro.mask, cfg.tis_cap)
 
-        stats = self._optimize(ro, old.get("logprobs"), old.get("ref_logprobs"), advantages)
+        stats = self._optimize(ro, old.get("logprobs"), old.get("ref_logprobs"), advantages, is_weights)
+        stats.update(engine_stats)
         group_std = scores.view(-1, G).std(1)  # (B,)
         stats.update(
             {
@@ -107,7 +112,7 @@ class GRPO:
         )
         return stats
 
-    def _optimize(self, ro: Rollout, old_logprobs, ref_logprobs, advantages) -> dict[str, float]:
+    def _optimize(self, ro: Rollout, old_logprobs, ref_logprobs, advantages, is_weights=None) -> dict[str, float]:
         cfg, model, mask = self.cfg, self.model, ro.mask
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
 
@@ -116,6 +121,8 @@ class GRPO:
             logprobs = model.score(ro.gen.select(idx), temperature=self.temperature)["logprobs"].float()  # (n, R)
             old = logprobs.detach() if old_logprobs is None else old_logprobs[idx]
             adv = advantages[idx, None].expand_as(m)  # (n, R): the sequence's advantage on every token
+            if is_weights is not None:  # truncated importance sampling: engine samples, trainer's policy
+                adv = adv * is_weights[idx]
             pg, st = clipped_surrogate(logprobs, old, adv, m, cfg.clip_range, cfg.clip_range_high)
             per_token = pg
             stats = {

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from alignfw import distributed
+from alignfw.engines import engine_correction
 from alignfw.evaluation import evaluate_policy
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
@@ -68,6 +69,8 @@ class PPOConfig:
     whiten_advantages: bool = True
     whiten_rewards: bool = False
     missing_eos_penalty: float | None = None  #: added to the score of responses without EOS
+    #: truncated importance-sampling cap for engines other than hf (docs/engines.md; e.g. 2.0); None: off
+    tis_cap: float | None = None
     temperature: float | None = None  #: None: the rollout temperature
 
 
@@ -110,8 +113,12 @@ class PPO:
         advantages, returns = gae(shaped, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)
         if cfg.whiten_advantages:
             advantages = distributed.global_masked_whiten(advantages, mask)
+        is_weights, engine_stats = engine_correction(old_logprobs, ro.engine_logprobs, mask, cfg.tis_cap)
+        if is_weights is not None:  # truncated importance sampling: engine samples, trainer's policy
+            advantages = advantages * is_weights
 
         stats = self._optimize(ro, old_logprobs, old_values, advantages, returns)
+        stats.update(engine_stats)
         # the KL controller sees the global batch, so every rank keeps the same coefficient
         seq_kl = distributed.global_mean(kl.sum(1)).item()
         self.kl_ctl.update(seq_kl, len(records) * distributed.world_size())

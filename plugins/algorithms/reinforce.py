@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from alignfw import distributed
+from alignfw.engines import engine_correction
 from alignfw.evaluation import evaluate_policy
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
@@ -66,6 +67,8 @@ class ReinforceConfig:
     whiten_advantages: bool = False
     loss_aggregation: str = "token"  #: "token" or "sequence" (see alignfw.objectives.aggregate_loss)
     temperature: float | None = None  #: scoring temperature; None: the rollout temperature
+    #: truncated importance-sampling cap for engines other than hf (docs/engines.md; e.g. 2.0); None: off
+    tis_cap: float | None = None
 
 
 class Reinforce:
@@ -99,11 +102,10 @@ class Reinforce:
         ro = rollout(model, self.reward, records, self.rollout_cfg)
         scores, mask = ro.scores, ro.mask  # (b,), (b, R)
 
-        if self.ref is not None:
+        old = {}
+        if self.ref is not None or ro.engine_logprobs is not None:
             old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref)
-            kl = kl_estimate(old["logprobs"], old["ref_logprobs"], mask, "k1")  # (b, R)
-        else:
-            kl = torch.zeros_like(mask)
+        kl = kl_estimate(old["logprobs"], old["ref_logprobs"], mask, "k1") if self.ref is not None else torch.zeros_like(mask)  # (b, R)
         rewards = kl_shaped_rewards(scores, kl, mask, cfg.kl_coef)  # (b, R)
         returns = discounted_returns(rewards, mask, cfg.gamma)  # (b, R)
         batch_return = distributed.global_masked_mean(returns, mask).item()  # the global batch's, under torchrun
@@ -115,8 +117,12 @@ class Reinforce:
             advantages = returns
         if cfg.whiten_advantages:
             advantages = distributed.global_masked_whiten(advantages, mask)
+        is_weights, engine_stats = engine_correction(old.get("logprobs"), ro.engine_logprobs, mask, cfg.tis_cap)
+        if is_weights is not None:  # truncated importance sampling: engine samples, trainer's policy
+            advantages = advantages * is_weights
 
         stats = self._optimize(ro, advantages)
+        stats.update(engine_stats)
         stats.update(
             {
                 "reward/mean": scores.mean().item(),

@@ -43,6 +43,9 @@ class RolloutConfig:
     eval_temperature: float | None = None  #: None: evaluate with ``temperature`` (the policy as trained)
     #: strings that end a response like a stop token (the text a reward reads ends before them)
     stop_strings: list[str] = field(default_factory=list)
+    #: what samples: hf (the policy's generate), vllm, vllm_server, or a plugin's engine; its options
+    #: are rollout.engine.<field> (docs/engines.md). None: hf
+    engine: Any = None
 
 
 @dataclass

@@ -37,6 +37,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "reward": ("register_rewards", "reward", "+reward={}"),
     "algorithm": ("register_algorithms", "algo", "+algo={}"),
     "data": ("register_data_sources", "data", "data={}"),
+    "engine": ("register_engines", "rollout/engine", "rollout.engine={}"),
 }
 
 

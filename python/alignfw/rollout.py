@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from alignfw.config import RolloutConfig
+from alignfw.engines import engine_for
 from alignfw.exceptions import ConfigError, TrainingError
 from alignfw.models.chat import render_records
 from alignfw.types import Record
@@ -76,6 +77,8 @@ class Rollout:
     scores: torch.Tensor
     mask: torch.Tensor
     group_size: int = 1
+    #: ``(b, R)`` the engine's log-probs of the sampled tokens (None: the ``hf`` engine, which is the trainer)
+    engine_logprobs: torch.Tensor | None = None
 
     @property
     def responses(self) -> list[str]:
@@ -107,11 +110,15 @@ def rollout(
     group = [rec for rec in records for _ in range(group_size)]  # each record G times, contiguous
     prompts = [rec.prompt for rec in group]
     temp = cfg.temperature if temperature is None else temperature
-    gen = model.generate(
+    engine = engine_for(model, cfg)  # rollout.engine: the policy's generate (hf), vLLM, ...
+    engine.wake()
+    engine.sync_weights(model)  # the optimizer changed the policy since the last rollout
+    gen = engine.generate(
         prompts, max_new_tokens=cfg.max_new_tokens, temperature=temp, top_k=cfg.top_k, top_p=cfg.top_p, stop_strings=cfg.stop_strings
     )
+    engine.sleep()
     scores = compute_rewards(reward, prompts, gen.responses, group, model.device)  # (b,)
-    return Rollout(group, prompts, gen, scores, gen.response_mask.float(), group_size)
+    return Rollout(group, prompts, gen, scores, gen.response_mask.float(), group_size, getattr(gen, "logprobs", None))
 
 
 @torch.no_grad()
