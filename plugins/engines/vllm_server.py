@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import torch
 
-from alignfw.engines import EngineError, SampledGeneration, WeightVersions, generation_from_tokens, prompt_token_ids
+from alignfw.engines import EngineError, SampledGeneration, WeightFingerprints, generation_from_tokens, prompt_token_ids
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.plugins.engines.vllm import import_vllm, llm_weights, load_weights, sample, sampling_options, unpadded
@@ -75,7 +75,7 @@ class VLLMServerEngine:
         self.cfg, self.model = cfg, ctx.model
         self.url = cfg.url.rstrip("/")
         self.info = self._request("GET", "/health", timeout=cfg.connect_timeout_s)
-        self._versions = WeightVersions()
+        self._seen = WeightFingerprints()
         self._group: Any = None
         self.sync_weights(self.model)
 
@@ -126,7 +126,7 @@ class VLLMServerEngine:
         return generation_from_tokens(self.model, ids, mask, out["tokens"], stop_strings, out["logprobs"])
 
     def sync_weights(self, model: Any) -> None:
-        weights = llm_weights(model.lm, self._versions)
+        weights = llm_weights(model.lm, self._seen)
         if not weights:
             return
         if self.cfg.sync == "http":

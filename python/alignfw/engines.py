@@ -37,7 +37,7 @@ __all__ = [
     "HFEngine",
     "HFEngineConfig",
     "SampledGeneration",
-    "WeightVersions",
+    "WeightFingerprints",
     "engine_for",
     "engine_correction",
     "engine_gap_stats",
@@ -183,25 +183,30 @@ def _context(model: PolicyModel, cfg: RolloutConfig) -> Any:
 # -- what engines share -------------------------------------------------------------------------
 
 
-class WeightVersions:
+class WeightFingerprints:
     """Which of a module's tensors changed since the last :meth:`changed` call.
 
-    Every in-place update of a tensor (``optimizer.step``, ``load_state_dict``) bumps its
-    ``_version`` counter, so comparing counters finds the updated weights without comparing values:
-    a LoRA policy's frozen base weights are never resent.
+    A tensor's fingerprint is its L2 norm (one fused pass over the weights, far cheaper than sending
+    them): an optimizer step moves every weight it updates, so the norm moves too. Tensor version
+    counters would be cheaper still, but the fused AdamW kernel updates weights without bumping them.
     """
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[int, int]] = {}
+        self._seen: dict[str, torch.Tensor] = {}
 
+    @torch.no_grad()
     def changed(self, tensors: dict[str, torch.Tensor]) -> list[str]:
         """Names in ``tensors`` that are new or were modified since the previous call."""
+        names = list(tensors)
+        if not names:
+            return []
+        norms = torch._foreach_norm([tensors[n].detach() for n in names])  # one fused pass
         out = []
-        for name, t in tensors.items():
-            stamp = (id(t), t._version)
-            if self._seen.get(name) != stamp:
+        for name, norm in zip(names, norms):
+            old = self._seen.get(name)
+            if old is None or not torch.equal(old, norm):
                 out.append(name)
-                self._seen[name] = stamp
+                self._seen[name] = norm
         return out
 
 

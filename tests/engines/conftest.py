@@ -4,16 +4,8 @@ model's tokenizer, fp32 on CPU."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-
-#: the vLLM tests run in the second venv made by scripts/vllm_venv.sh (.ci/run has a step for it)
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
-needs_vllm = pytest.mark.skipif(
-    not HAS_VLLM, reason="vLLM is not installed in this venv: run these in .venv-vllm (bash scripts/vllm_venv.sh; .ci/run does)"
-)
 
 
 def build_tiny(kind: str, path, *, head_dim: int = 64, seed: int = 0) -> str:
@@ -44,10 +36,3 @@ def tiny_qwen2(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_llama64(tmp_path_factory) -> str:
     return build_tiny("llama", tmp_path_factory.mktemp("llama64"))
-
-
-def load_policy(path: str, **kwargs):
-    """The policy as the pipeline builds it (``model=hf_causal_lm model.path=...``), fp32 on CPU."""
-    from alignfw.plugins.models.hf import HFModelConfig, build_hf_model
-
-    return build_hf_model(HFModelConfig(path=path, precision="fp32", **kwargs))
