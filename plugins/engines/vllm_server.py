@@ -241,6 +241,7 @@ class _Server:
         kwargs: dict[str, Any] = dict(
             model=args.model, skip_tokenizer_init=True, load_format=args.load_format, dtype=args.dtype, seed=args.seed,
             enable_prefix_caching=True, logprobs_mode="processed_logprobs", generation_config="vllm",
+            enforce_eager=args.enforce_eager,
         )  # fmt: skip
         if args.max_model_len:
             kwargs["max_model_len"] = args.max_model_len
@@ -309,6 +310,7 @@ def serve(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-model-len", type=int, default=None)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--enforce-eager", action="store_true", help="no torch.compile / CUDA graphs: starts in seconds")
     args = ap.parse_args(argv)
     server = _Server(args)
 
