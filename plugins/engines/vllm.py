@@ -30,12 +30,13 @@ from typing import Any, Sequence
 
 import torch
 
+from alignfw import distributed
 from alignfw.engines import EngineError, SampledGeneration, WeightFingerprints, generation_from_tokens, prompt_token_ids
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.registry import BuildContext
 
-__all__ = ["VLLMConfig", "VLLMEngine", "check_supported", "import_vllm", "llm_weights", "load_weights", "sample", "sampling_options", "unpadded"]
+__all__ = ["VLLMConfig", "VLLMEngine", "check_supported", "import_vllm", "llm_weights", "load_weights", "require_one_process", "sample", "sampling_options", "unpadded"]
 
 INSTALL_HINT = (
     'install it: pip install "alignfw[vllm]" (GPU), or on a CPU-only machine build the second venv that has '
@@ -59,6 +60,15 @@ class VLLMConfig:
     #: no torch.compile / CUDA graphs: starts in seconds instead of a minute, decodes slower
     enforce_eager: bool = False
     seed: int = 0  #: the engine's sampling seed for rows without a per-row seed
+
+
+def require_one_process(engine: str) -> None:
+    """The vLLM engines serve one trainer process; under torchrun each rank would build or feed its own."""
+    if distributed.world_size() > 1:
+        raise EngineError(
+            f"rollout.engine={engine} serves one trainer process, and this run has {distributed.world_size()} (torchrun); "
+            "use rollout.engine=hf for multi-process runs (vLLM engines for several ranks are not implemented yet)"
+        )
 
 
 def import_vllm() -> Any:
@@ -135,6 +145,7 @@ class VLLMEngine:
                 f"rollout.engine=vllm samples for Hugging Face causal LMs (model=hf_causal_lm); the policy {type(model).__name__} "
                 "has none; use rollout.engine=hf"
             )
+        require_one_process("vllm")
         self.cfg, self.model = cfg, model
         self.on_gpu = model.device.type == "cuda"
         hf_config = _text_config(lm)

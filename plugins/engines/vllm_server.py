@@ -43,7 +43,7 @@ import torch
 from alignfw.engines import EngineError, SampledGeneration, WeightFingerprints, generation_from_tokens, prompt_token_ids
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
-from alignfw.plugins.engines.vllm import import_vllm, llm_weights, load_weights, sample, sampling_options, unpadded
+from alignfw.plugins.engines.vllm import import_vllm, llm_weights, load_weights, require_one_process, sample, sampling_options, unpadded
 from alignfw.registry import BuildContext
 
 __all__ = ["VLLMServerConfig", "VLLMServerEngine", "serve"]
@@ -72,6 +72,7 @@ class VLLMServerEngine:
             raise ConfigError(f"rollout.engine.sync={cfg.sync!r}: use http or distributed")
         if cfg.timeout_s <= 0 or cfg.connect_timeout_s <= 0:
             raise ConfigError("rollout.engine.timeout_s and rollout.engine.connect_timeout_s must be > 0 (seconds)")
+        require_one_process("vllm_server")
         self.cfg, self.model = cfg, ctx.model
         self.url = cfg.url.rstrip("/")
         self.info = self._request("GET", "/health", timeout=cfg.connect_timeout_s)
