@@ -7,11 +7,13 @@ Random weights rarely emit EOS, so every response runs to ``--new-tokens``: both
 same number of tokens. The built-in tiny tokenizer stands in for Qwen2's (no hub here), reporting
 Qwen2's 151,665 tokens so that both engines leave out the same 271 padded rows of the embedding as
 for a real Qwen2 (sampled ids it does not know decode to nothing; the reward is irrelevant here). Each figure is the median of ``--repeat``
-timed calls after one warm-up call; the vLLM engine's start (building it from the policy, loading
-its weights) is printed separately. Runs in the venv that has vLLM (``bash scripts/vllm_venv.sh``)::
+timed calls (rollouts after one warm-up call; GRPO steps after the warm rollouts); the vLLM
+engine's start (building it from the policy, loading its weights) is printed separately. Runs in the venv that has vLLM (``bash scripts/vllm_venv.sh``)::
 
-    .venv-vllm/bin/python benchmarks/bench_engines.py                 # ~10 minutes on 2 busy cores
+    .venv-vllm/bin/python benchmarks/bench_engines.py --group 2 --new-tokens 16 --repeat 1 --eager
     .venv-vllm/bin/python benchmarks/bench_engines.py --layers 4      # a quick look
+
+The first (RESULTS.md's figures) takes ~15 minutes on 2 busy cores; the defaults, ~40.
 
 On a GPU the same command measures the GPU (the policy goes to CUDA when one is there).
 """
@@ -57,8 +59,9 @@ def qwen2_half_b(layers: int, device: torch.device) -> CausalLM:
     return CausalLM(Qwen2ForCausalLM(cfg).to(device), tok, device, max_length=512)
 
 
-def median_time(fn, repeat: int) -> tuple[float, object]:
-    fn()  # warm-up
+def median_time(fn, repeat: int, warmup: bool = True) -> tuple[float, object]:
+    if warmup:
+        fn()
     times, out = [], None
     for _ in range(repeat):
         t = time.perf_counter()
@@ -75,7 +78,7 @@ def grpo_step_time(model: CausalLM, rollout_cfg: RolloutConfig, records: list[Re
     ctx.reward = lambda p, r, recs: [sum(c in "aeiou" for c in x) / max(len(x), 1) for x in r]
     cfg = GRPOConfig(lr=1e-6, num_generations=group, minibatch_size=len(records) * group, beta=0.0)
     algo = GRPO(cfg, ctx)
-    seconds, _ = median_time(lambda: algo.step(records), repeat)
+    seconds, _ = median_time(lambda: algo.step(records), repeat, warmup=False)  # the engine is warm already
     del algo
     model.lm.zero_grad(set_to_none=True)  # the next engine's run starts with the same memory
     return seconds
@@ -88,6 +91,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--engines", default="hf,vllm")
+    ap.add_argument("--eager", action="store_true", help="vLLM without torch.compile (rollout.engine.enforce_eager)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = qwen2_half_b(args.layers, device)
@@ -103,7 +107,7 @@ def main() -> None:
         if name == "vllm":
             from alignfw.plugins.engines.vllm import VLLMConfig
 
-            options = VLLMConfig(kv_cache_gib=2.0, gpu_memory_utilization=0.3)
+            options = VLLMConfig(kv_cache_gib=2.0, gpu_memory_utilization=0.3, enforce_eager=args.eager)
         cfg = RolloutConfig(engine=options, max_new_tokens=args.new_tokens, temperature=1.0)
         t = time.perf_counter()
         engine_for(model, cfg)

@@ -102,10 +102,13 @@ class Reinforce:
         ro = rollout(model, self.reward, records, self.rollout_cfg)
         scores, mask = ro.scores, ro.mask  # (b,), (b, R)
 
-        old = {}
+        old = {}  # the trainer's log-probs: for the KL, and for the engine's gap (engines other than hf)
         if self.ref is not None or ro.engine_logprobs is not None:
             old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref)
-        kl = kl_estimate(old["logprobs"], old["ref_logprobs"], mask, "k1") if self.ref is not None else torch.zeros_like(mask)  # (b, R)
+        if self.ref is not None:
+            kl = kl_estimate(old["logprobs"], old["ref_logprobs"], mask, "k1")  # (b, R)
+        else:
+            kl = torch.zeros_like(mask)
         rewards = kl_shaped_rewards(scores, kl, mask, cfg.kl_coef)  # (b, R)
         returns = discounted_returns(rewards, mask, cfg.gamma)  # (b, R)
         batch_return = distributed.global_masked_mean(returns, mask).item()  # the global batch's, under torchrun

@@ -36,3 +36,17 @@ def tiny_qwen2(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_llama64(tmp_path_factory) -> str:
     return build_tiny("llama", tmp_path_factory.mktemp("llama64"))
+
+
+@pytest.fixture(scope="session")
+def same_generation():
+    """Asserts that two Generations are the same samples: tokens, masks, texts and ``ended``."""
+
+    def check(a, b) -> None:
+        assert torch.equal(a.sequences, b.sequences)
+        assert torch.equal(a.attention_mask, b.attention_mask)
+        assert torch.equal(a.response_mask, b.response_mask)
+        assert a.prompt_len == b.prompt_len and a.responses == b.responses
+        assert torch.equal(a.ended, b.ended)
+
+    return check

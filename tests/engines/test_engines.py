@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import socket
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -14,12 +15,14 @@ from alignfw.config import RolloutConfig
 from alignfw.engines import (
     EngineError,
     HFEngine,
+    SampledGeneration,
     WeightFingerprints,
     engine_correction,
     engine_for,
     generation_from_tokens,
     prompt_token_ids,
 )
+from alignfw.hookspecs import hookimpl
 from alignfw.rollout import rollout
 from alignfw.types import Record
 
@@ -33,25 +36,17 @@ def tiny():
     return build_hf_model(HFModelConfig())
 
 
-def _same(a, b):
-    assert torch.equal(a.sequences, b.sequences)
-    assert torch.equal(a.attention_mask, b.attention_mask)
-    assert torch.equal(a.response_mask, b.response_mask)
-    assert a.prompt_len == b.prompt_len and a.responses == b.responses
-    assert torch.equal(a.ended, b.ended)
-
-
-def test_default_engine_is_the_policys_generate(tiny, builtin_plugins):
+def test_default_engine_is_the_policys_generate(tiny, builtin_plugins, same_generation):
     for spec in (None, "hf"):
         assert isinstance(engine_for(tiny, RolloutConfig(engine=spec)), HFEngine)
     torch.manual_seed(0)
     ro = rollout(tiny, lambda p, r, recs: [0.0] * len(p), [Record(prompt=p) for p in PROMPTS], RolloutConfig(temperature=0.0))
-    _same(ro.gen, tiny.generate(PROMPTS, max_new_tokens=16, temperature=0.0))
+    same_generation(ro.gen, tiny.generate(PROMPTS, max_new_tokens=16, temperature=0.0))
     assert ro.engine_logprobs is None  # the trainer sampled: nothing is off-policy
 
 
 @pytest.mark.parametrize("stop_strings", [(), ("a",), ("at", "og")])
-def test_generation_from_tokens_follows_generate(tiny, stop_strings):
+def test_generation_from_tokens_follows_generate(tiny, stop_strings, same_generation):
     """An engine's raw samples (which run on past stop strings, as vLLM's do without a tokenizer)
     become the very Generation that model.generate makes of the same tokens."""
     torch.manual_seed(1)
@@ -64,7 +59,7 @@ def test_generation_from_tokens_follows_generate(tiny, stop_strings):
         ended_on_eos = n and r[n - 1] in tiny.eos_token_ids
         rows.append(r[:n] + ([] if ended_on_eos else [5, 6, 7][: 12 - n]))  # an engine keeps sampling after a stop string
     gen = generation_from_tokens(tiny, ids, mask, rows, stop_strings, logprobs=[[-1.0] * len(r) for r in rows])
-    _same(gen, ref)
+    same_generation(gen, ref)
     assert torch.equal(gen.logprobs, -ref.response_mask.float())  # 0 past each response
 
 
@@ -144,3 +139,58 @@ def test_engine_option_is_typed(compose_typed):
     with pytest.raises(Exception, match="Could not override 'rollout.engine.kv_cach'") as err:
         compose_typed("+algo=grpo", "rollout.engine=vllm", "rollout.engine.kv_cach=2")
     assert "Key 'kv_cach' not in 'VLLMConfig'" in str(err.value.__cause__)
+
+
+@dataclass
+class OffsetConfig:
+    offset: float = 0.1  #: the engine's log-probs are the trainer's minus this
+
+
+class OffsetEngine:
+    """Samples with the policy and reports log-probs ``offset`` below the trainer's: a known gap."""
+
+    def __init__(self, cfg: OffsetConfig, ctx) -> None:
+        self.cfg, self.model = cfg, ctx.model
+
+    def generate(self, prompts, *, seeds=None, **sampling):
+        gen = self.model.generate(prompts, **sampling)
+        with torch.no_grad():
+            lp = self.model.score(gen, temperature=sampling["temperature"])["logprobs"].float()
+        fields = {f: getattr(gen, f) for f in ("sequences", "attention_mask", "response_mask", "prompt_len", "responses", "ended")}
+        return SampledGeneration(**fields, logprobs=(lp - self.cfg.offset) * gen.response_mask)
+
+    def sync_weights(self, model):
+        pass
+
+    def sleep(self):
+        pass
+
+    def wake(self):
+        pass
+
+
+class OffsetPlugin:
+    @hookimpl
+    def register_engines(self, register):
+        register("offset", OffsetEngine, config=OffsetConfig)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "rloo", "reinforce"])
+def test_algorithms_report_the_gap_and_correct_for_it(algo, use_plugins, tmp_path):
+    """With an engine 0.1 nats below the trainer on every token, each online algorithm logs that gap
+    and, with tis_cap, weights its policy-gradient terms by min(e^0.1, cap)."""
+    import importlib
+    import tomllib
+
+    from helpers import REPO, demo_trainer
+
+    builtins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["alignfw"].values()
+    reg = use_plugins(*[importlib.import_module(m) for m in builtins], OffsetPlugin())
+    trainer = demo_trainer(reg, tmp_path, algo, algo={"tis_cap": 1.05}, steps=1, batch_size=4, eval_size=0)
+    trainer.cfg.rollout.engine = OffsetConfig(offset=0.1)
+    metrics = trainer.algo.step(trainer.train_records[:4])
+    assert metrics["engine/logprob_gap"] == pytest.approx(0.1, abs=1e-4)
+    if algo == "rloo":  # one weight per response, from the summed log-ratio: e^(0.1 * length) > 1.05
+        assert metrics["engine/is_weight"] == pytest.approx(1.05) and metrics["engine/is_clipfrac"] == 1.0
+    else:
+        assert metrics["engine/is_weight"] == pytest.approx(1.05, abs=1e-4) and metrics["engine/is_clipfrac"] == 1.0

@@ -48,19 +48,11 @@ def policy_and_engine(request, tiny_qwen2, tiny_llama64):
     return model, engine_for(model, cfg), cfg
 
 
-def _same(a, b):
-    assert torch.equal(a.sequences, b.sequences)
-    assert torch.equal(a.attention_mask, b.attention_mask)
-    assert torch.equal(a.response_mask, b.response_mask)
-    assert a.prompt_len == b.prompt_len and a.responses == b.responses
-    assert torch.equal(a.ended, b.ended)
-
-
 @pytest.mark.parametrize("stop_strings", [(), ("e",)])
-def test_greedy_is_token_identical(policy_and_engine, stop_strings):
+def test_greedy_is_token_identical(policy_and_engine, stop_strings, same_generation):
     model, engine, _ = policy_and_engine
     hf = model.generate(PROMPTS, max_new_tokens=12, temperature=0.0, stop_strings=stop_strings)
-    _same(engine.generate(PROMPTS, max_new_tokens=12, temperature=0.0, stop_strings=stop_strings), hf)
+    same_generation(engine.generate(PROMPTS, max_new_tokens=12, temperature=0.0, stop_strings=stop_strings), hf)
 
 
 def test_sampled_logprobs_match_the_trainer(policy_and_engine):
@@ -83,7 +75,7 @@ def test_seeds_make_rows_independent_of_the_batch(policy_and_engine):
     assert other.response_ids.tolist() != alone.response_ids.tolist()
 
 
-def test_weights_follow_the_policy(policy_and_engine):
+def test_weights_follow_the_policy(policy_and_engine, same_generation):
     """After an in-place update of the policy (what optimizer.step does), rollout() syncs the engine:
     greedy samples are again the trainer's own."""
     model, engine, cfg = policy_and_engine
@@ -95,9 +87,31 @@ def test_weights_follow_the_policy(policy_and_engine):
         for p in model.lm.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     after = rollout(model, lambda p, r, recs: [0.0] * len(p), records, greedy)
-    _same(after.gen, model.generate(PROMPTS, max_new_tokens=12, temperature=0.0))
+    same_generation(after.gen, model.generate(PROMPTS, max_new_tokens=12, temperature=0.0))
     assert not torch.equal(before.gen.sequences, after.gen.sequences)
     assert after.engine_logprobs is not None
+
+
+def test_lora_policy_is_sent_merged(tiny_llama64, same_generation):
+    """A LoRA policy (peft): vLLM gets each adapted layer's ``W + scale * B A``; after the adapters
+    change, greedy samples are again the trainer's (which runs the adapters unmerged)."""
+    from alignfw.models.adapters import LoraOptions
+    from alignfw.plugins.models.hf import HFModelConfig, build_hf_model
+
+    model = build_hf_model(HFModelConfig(path=tiny_llama64, precision="fp32", lora=LoraOptions(enabled=True, r=4)))
+    cfg = RolloutConfig(engine=_vllm(), max_new_tokens=12, temperature=0.0)
+    records = [Record(prompt=p) for p in PROMPTS]
+    with torch.no_grad():
+        for name, p in model.lm.named_parameters():
+            if "lora_B" in name:  # peft starts B at 0 (no change); give the adapters something to say
+                p.add_(torch.randn_like(p) * 0.3)
+    for _ in range(2):
+        ro = rollout(model, lambda p, r, recs: [0.0] * len(p), records, cfg)
+        same_generation(ro.gen, model.generate(PROMPTS, max_new_tokens=12, temperature=0.0))
+        with torch.no_grad():
+            for name, p in model.lm.named_parameters():
+                if "lora_" in name:
+                    p.add_(torch.randn_like(p) * 0.3)
 
 
 def test_unsupported_head_size(builtin_plugins):
