@@ -10,8 +10,8 @@ by the trainer's on the first sync, so ``--load-format dummy`` skips reading the
 
 The trainer is the client. It tokenizes prompts itself, sends ids and sampling options to
 ``POST /generate`` and builds the :class:`~alignfw.engines.SampledGeneration` from the returned
-tokens and log-probs, exactly as the colocated engine does. Weights go after each optimizer step,
-only those that changed:
+tokens and log-probs, exactly as the colocated engine does. Weights go before a rollout when the
+optimizer changed them (all of them, LoRA merged: :func:`~alignfw.plugins.engines.vllm.llm_weights`):
 
 - ``sync=http`` (default): in the body of ``POST /weights`` (safetensors bytes); simple, works
   anywhere, costs a serialisation;
