@@ -70,6 +70,17 @@ def median_time(fn, repeat: int, warmup: bool = True) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+@torch.no_grad()
+def sync_time(model: CausalLM, rollout_cfg: RolloutConfig) -> float:
+    """Seconds of one ``sync_weights`` after every weight changed (as after an optimizer step)."""
+    for p in model.lm.parameters():
+        p.mul_(1.0 + 1e-6)
+    engine = engine_for(model, rollout_cfg)
+    t = time.perf_counter()
+    engine.sync_weights(model)
+    return time.perf_counter() - t
+
+
 def grpo_step_time(model: CausalLM, rollout_cfg: RolloutConfig, records: list[Record], group: int, repeat: int) -> float:
     """Seconds of one whole GRPO step (rollout, weight sync, scoring, update) with ``rollout_cfg``'s engine."""
     from alignfw.plugins.algorithms.grpo import GRPO, GRPOConfig
@@ -114,14 +125,16 @@ def main() -> None:
         start = time.perf_counter() - t
         seconds, ro = median_time(lambda: rollout(model, lambda p, r, recs: [0.0] * len(p), records, cfg, group_size=args.group), args.repeat)
         tokens = int(ro.mask.sum())
+        sync = sync_time(model, cfg)
         step = grpo_step_time(model, cfg, records, args.group, args.repeat)
-        rows.append((name, start, tokens, seconds, tokens / seconds, step))
-        print(f"  {name}: start {start:.1f} s, rollout {seconds:.2f} s for {tokens} tokens = {tokens / seconds:.1f} tokens/s, GRPO step {step:.2f} s", flush=True)
+        rows.append((name, start, tokens, seconds, tokens / seconds, sync, step))
+        print(f"  {name}: start {start:.1f} s, rollout {seconds:.2f} s for {tokens} tokens = {tokens / seconds:.1f} tokens/s, "
+              f"weight sync {sync:.2f} s, GRPO step {step:.2f} s", flush=True)  # fmt: skip
     print()
-    print("| engine | engine start (s) | rollout (s) | response tokens | tokens/s | GRPO step (s) |")
-    print("|---|---|---|---|---|---|")
-    for name, start, tokens, seconds, rate, step in rows:
-        print(f"| {name} | {start:.1f} | {seconds:.2f} | {tokens} | {rate:.1f} | {step:.2f} |")
+    print("| engine | engine start (s) | rollout (s) | response tokens | tokens/s | weight sync (s) | GRPO step (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, start, tokens, seconds, rate, sync, step in rows:
+        print(f"| {name} | {start:.1f} | {seconds:.2f} | {tokens} | {rate:.1f} | {sync:.2f} | {step:.2f} |")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
