@@ -129,15 +129,15 @@ _ENGINES: weakref.WeakKeyDictionary[Any, tuple[Any, GenerationEngine]] = weakref
 
 
 def engine_for(model: PolicyModel, cfg: RolloutConfig) -> GenerationEngine:
-    """The engine ``cfg.engine`` selects for ``model``, built on first use and kept with the policy.
+    """The engine ``cfg.engine`` selects for ``model``, built on first use and kept with the policy
+    (a rollout with other engine options replaces it).
 
     ``cfg.engine``: None or ``"hf"`` (the policy's ``generate``), a registered engine name, or an
     engine's config dataclass (Hydra's ``rollout.engine=vllm rollout.engine.<option>=...`` makes one).
     """
     spec = getattr(cfg, "engine", None)
-    key = spec if isinstance(spec, (str, type(None))) else id(spec)
     cached = _ENGINES.get(model)
-    if cached is not None and cached[0] == key:
+    if cached is not None and cached[0] == spec:  # the same name or equal options: the same engine
         return cached[1]
     name, options = _resolve(spec)
     if name == "hf":
@@ -153,7 +153,7 @@ def engine_for(model: PolicyModel, cfg: RolloutConfig) -> GenerationEngine:
         close = getattr(cached[1], "close", None)
         if close is not None:
             close()
-    _ENGINES[model] = (key, engine)
+    _ENGINES[model] = (spec, engine)
     return engine
 
 
