@@ -20,8 +20,8 @@ HOOKS = sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) i
 
 def test_there_are_nine_hooks():
     assert HOOKS == sorted(
-        ["register_models", "register_rewards", "register_algorithms", "register_data_sources", "on_run_start", "on_step_end", "on_samples",
-         "on_checkpoint", "on_run_end"]
+        ["register_models", "register_rewards", "register_algorithms", "register_data_sources", "register_engines",
+         "on_run_start", "on_step_end", "on_samples", "on_checkpoint", "on_run_end"]
     )  # fmt: skip
 
 
@@ -94,6 +94,30 @@ class ThrowawayPlugin:
         register("count", Count, config=ConstCfg)
 
     @hookimpl
+    def register_engines(self, register):
+        calls = self.calls
+
+        class Echo:  # answers every prompt with cfg.value copies of "!" (docs/plugins.md's example)
+            def __init__(self, cfg, ctx):
+                self.cfg, self.model = cfg, ctx.model
+                calls.append(("engine", "build"))
+
+            def generate(self, prompts, *, max_new_tokens, seeds=None, **sampling):
+                calls.append(("engine", "generate"))
+                return self.model.encode_pairs(prompts, ["!" * int(self.cfg.value)] * len(prompts))
+
+            def sync_weights(self, model):
+                calls.append(("engine", "sync"))
+
+            def sleep(self):
+                calls.append(("engine", "sleep"))
+
+            def wake(self):
+                calls.append(("engine", "wake"))
+
+        register("echo", Echo, config=ConstCfg)
+
+    @hookimpl
     def on_run_start(self, run_dir, config):
         self.calls.append(("start", config["seed"]))
 
@@ -160,6 +184,22 @@ def test_hook_register_algorithms(throwaway, tmp_path):
     assert summary["steps"] == 3
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["n"] for r in rows] == [1.0, 2.0, 3.0] and all(r["batch"] == 4.0 for r in rows)
+
+
+def test_hook_register_engines(throwaway):
+    plugin, reg = throwaway
+    from alignfw.config import RolloutConfig
+    from alignfw.plugins.models.hf import HFModelConfig
+    from alignfw.rollout import rollout
+
+    model = reg.get("model", "tiny_again").build(HFModelConfig())
+    cfg = RolloutConfig(engine=ConstCfg(value=3.0))  # an engine's config instance selects it, as rollout.engine=echo does
+    recs = [Record(prompt="translate: cat =")] * 2
+    for _ in range(2):
+        ro = rollout(model, lambda p, r, recs: [float(len(x)) for x in r], recs, cfg)
+    assert ro.responses == ["!!!", "!!!"] and ro.scores.tolist() == [3.0, 3.0]
+    engine_calls = [c[1] for c in plugin.calls if c[0] == "engine"]
+    assert engine_calls == ["build"] + ["wake", "sync", "generate", "sleep"] * 2  # built once, synced before each rollout
 
 
 def test_hook_on_run_start(throwaway, tmp_path):

@@ -28,6 +28,7 @@ import torch
 
 from alignfw import distributed
 from alignfw.config import option
+from alignfw.engines import engine_correction
 from alignfw.evaluation import evaluate_policy
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
@@ -62,6 +63,8 @@ class GRPOConfig:
     eps: float = option(1e-4, gt=0)  #: added to the group std
     loss_aggregation: str = option("token", choices=LOSS_AGGREGATIONS)  #: "token" (DAPO, TRL's default) or "sequence" (the paper)
     temperature: float | None = option(None, gt=0)  #: scoring temperature; None: the rollout temperature
+    #: truncated importance-sampling cap for engines other than hf (docs/engines.md; e.g. 2.0); None: off
+    tis_cap: float | None = option(None, gt=0)
 
 
 class GRPO:
@@ -92,12 +95,14 @@ class GRPO:
         advantages = group_advantages(scores, G, scale=cfg.scale_rewards, eps=cfg.eps)  # (b,)
 
         reused = cfg.ppo_epochs > 1 or cfg.minibatch_size * cfg.grad_accum < len(ro.prompts)
-        old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref, policy=reused)
+        old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref, policy=reused or ro.engine_logprobs is not None)
+        is_weights, engine_stats = engine_correction(old.get("logprobs"), ro.engine_logprobs, ro.mask, cfg.tis_cap)
 
         seq_kl = torch.zeros_like(scores)  # (b,): filled by the loss, which has the sampling policy's log-probs
-        stats = self._optimize(ro, old.get("logprobs"), old.get("ref_logprobs"), advantages, seq_kl)
+        stats = self._optimize(ro, old.get("logprobs"), old.get("ref_logprobs"), advantages, seq_kl, is_weights)
         if self.ref is not None:  # a mean over every rank's sequences, not over minibatches
             stats["kl/seq"] = distributed.global_mean(seq_kl).item()
+        stats.update(engine_stats)
         self.scheduler.step()
         group_std = scores.view(-1, G).std(1)  # (B,)
         stats.update(
@@ -111,7 +116,7 @@ class GRPO:
         )
         return stats
 
-    def _optimize(self, ro: Rollout, old_logprobs, ref_logprobs, advantages, seq_kl: torch.Tensor) -> dict[str, float]:
+    def _optimize(self, ro: Rollout, old_logprobs, ref_logprobs, advantages, seq_kl: torch.Tensor, is_weights=None) -> dict[str, float]:
         cfg, model, mask = self.cfg, self.model, ro.mask
         model.lm.train()  # dropout is already 0; train() only matters for layers like batch-norm
 
@@ -120,6 +125,8 @@ class GRPO:
             logprobs = model.score(ro.gen.select(idx), temperature=self.temperature)["logprobs"].float()  # (n, R)
             old = logprobs.detach() if old_logprobs is None else old_logprobs[idx]
             adv = advantages[idx, None].expand_as(m)  # (n, R): the sequence's advantage on every token
+            if is_weights is not None:  # truncated importance sampling: engine samples, trainer's policy
+                adv = adv * is_weights[idx]
             pg, st = clipped_surrogate(logprobs, old, adv, m, cfg.clip_range, cfg.clip_range_high)
             per_token = pg
             stats = {

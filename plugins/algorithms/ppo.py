@@ -25,6 +25,7 @@ import torch
 
 from alignfw import distributed
 from alignfw.config import option
+from alignfw.engines import engine_correction
 from alignfw.evaluation import evaluate_policy
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
@@ -72,6 +73,8 @@ class PPOConfig:
     whiten_rewards: bool = False
     missing_eos_penalty: float | None = None  #: added to the score of responses without EOS
     temperature: float | None = option(None, gt=0)  #: None: the rollout temperature
+    #: truncated importance-sampling cap for engines other than hf (docs/engines.md; e.g. 2.0); None: off
+    tis_cap: float | None = option(None, gt=0)
 
 
 class PPO:
@@ -113,8 +116,12 @@ class PPO:
         advantages, returns = gae(shaped, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)
         if cfg.whiten_advantages:
             advantages = distributed.global_masked_whiten(advantages, mask)
+        is_weights, engine_stats = engine_correction(old_logprobs, ro.engine_logprobs, mask, cfg.tis_cap)
+        if is_weights is not None:  # truncated importance sampling: engine samples, trainer's policy
+            advantages = advantages * is_weights
 
         stats = self._optimize(ro, old_logprobs, old_values, advantages, returns)
+        stats.update(engine_stats)
         self.scheduler.step()
         # the KL controller sees the global batch, so every rank keeps the same coefficient
         seq_kl = distributed.global_mean(kl.sum(1)).item()

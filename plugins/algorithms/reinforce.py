@@ -30,6 +30,7 @@ import torch
 
 from alignfw import distributed
 from alignfw.config import option
+from alignfw.engines import engine_correction
 from alignfw.evaluation import evaluate_policy
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
@@ -69,6 +70,8 @@ class ReinforceConfig:
     whiten_advantages: bool = False
     loss_aggregation: str = option("token", choices=LOSS_AGGREGATIONS)  #: "token" or "sequence" (see alignfw.objectives.aggregate_loss)
     temperature: float | None = option(None, gt=0)  #: scoring temperature; None: the rollout temperature
+    #: truncated importance-sampling cap for engines other than hf (docs/engines.md; e.g. 2.0); None: off
+    tis_cap: float | None = option(None, gt=0)
 
 
 class Reinforce:
@@ -98,8 +101,10 @@ class Reinforce:
         ro = rollout(model, self.reward, records, self.rollout_cfg)
         scores, mask = ro.scores, ro.mask  # (b,), (b, R)
 
-        if self.ref is not None:
+        old = {}  # the trainer's log-probs: for the KL, and for the engine's gap (engines other than hf)
+        if self.ref is not None or ro.engine_logprobs is not None:
             old = score_rollout(model, ro.gen, temperature=self.temperature, ref=self.ref)
+        if self.ref is not None:
             kl = kl_estimate(old["logprobs"], old["ref_logprobs"], mask, "k1")  # (b, R)
         else:
             kl = torch.zeros_like(mask)
@@ -114,8 +119,12 @@ class Reinforce:
             advantages = returns
         if cfg.whiten_advantages:
             advantages = distributed.global_masked_whiten(advantages, mask)
+        is_weights, engine_stats = engine_correction(old.get("logprobs"), ro.engine_logprobs, mask, cfg.tis_cap)
+        if is_weights is not None:  # truncated importance sampling: engine samples, trainer's policy
+            advantages = advantages * is_weights
 
         stats = self._optimize(ro, advantages)
+        stats.update(engine_stats)
         self.scheduler.step()
         stats.update(
             {

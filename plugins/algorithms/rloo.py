@@ -28,6 +28,7 @@ import torch
 
 from alignfw import distributed
 from alignfw.config import option
+from alignfw.engines import engine_correction
 from alignfw.evaluation import evaluate_policy
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
@@ -61,6 +62,8 @@ class RLOOConfig:
     kl_horizon: int = option(10000, ge=1)
     whiten_advantages: bool = False  #: TRL's normalize_advantage
     temperature: float | None = option(None, gt=0)  #: scoring temperature; None: the rollout temperature
+    #: truncated importance-sampling cap for engines other than hf (docs/engines.md; e.g. 2.0); None: off
+    tis_cap: float | None = option(None, gt=0)
 
 
 class RLOO:
@@ -96,8 +99,12 @@ class RLOO:
         if cfg.whiten_advantages:  # over every rank's samples under torchrun
             advantages = distributed.global_masked_whiten(advantages, torch.ones_like(advantages))
         old_seq_logprobs = (old["logprobs"] * mask).sum(1)  # (b,), log pi_old(y|x)
+        is_weights, engine_stats = engine_correction(old["logprobs"], ro.engine_logprobs, mask, cfg.tis_cap, level="sequence")
+        if is_weights is not None:  # truncated importance sampling: engine samples, trainer's policy
+            advantages = advantages * is_weights
 
         stats = self._optimize(ro, old_seq_logprobs, advantages)
+        stats.update(engine_stats)
         self.scheduler.step()
         self.kl_ctl.update(distributed.global_mean(seq_kl).item(), len(records) * distributed.world_size())
         stats.update(

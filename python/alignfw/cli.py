@@ -251,7 +251,9 @@ def normalize_overrides(argv: list[str]) -> list[str]:
     defaults list, so the documented ``+group=`` spelling is mapped onto the plain override.
     """
     groups = ("+algo=", "+reward=", "+model=", "+data=")
-    return [a[1:] if a.startswith(groups) else a for a in argv]
+    argv = [a[1:] if a.startswith(groups) else a for a in argv]
+    # the engine is the Hydra group rollout/engine (typed options rollout.engine.<field>), added on demand
+    return ["+rollout/engine=" + a.split("=", 1)[1] if a.startswith(("rollout.engine=", "+rollout.engine=")) else a for a in argv]
 
 
 def version_line() -> str:
@@ -499,7 +501,7 @@ def print_plugins() -> None:
             print(f"  {r.name:<16} {r.origin}" + (f" — {r.description}" if r.description else ""))
             ranges = r.ranges()
             for field, tname, default in r.options():
-                print(f"      {group}.{field}: {tname} = {default!r}" + (f"  ({ranges[field]})" if field in ranges else ""))
+                print(f"      {group.replace('/', '.')}.{field}: {tname} = {default!r}" + (f"  ({ranges[field]})" if field in ranges else ""))
         print()
     print("run hooks  (plugins called at run start, each step, each checkpoint and run end)")
     for name, origin, hooks in lifecycle_plugins():

@@ -199,6 +199,9 @@ class RolloutConfig:
     eval_temperature: float | None = option(None, ge=0)
     #: strings that end a response like a stop token (the text a reward reads ends before them)
     stop_strings: list[str] = field(default_factory=list)
+    #: what samples: hf (the policy's generate), vllm, vllm_server, or a plugin's engine; its options
+    #: are rollout.engine.<field> (docs/engines.md). None: hf
+    engine: Any = None
 
 
 @dataclass

@@ -11,7 +11,8 @@ example in ``docs/plugins.md`` and tested in ``tests/test_hooks.py``.
 
 Registration hooks (one per plugin kind) receive ``register(name, factory, config=ConfigClass)``:
 
-- ``name`` is the Hydra option: ``+reward=<name>``, ``+algo=<name>``, ``model=<name>``, ``data=<name>``;
+- ``name`` is the Hydra option: ``+reward=<name>``, ``+algo=<name>``, ``model=<name>``, ``data=<name>``,
+  ``rollout.engine=<name>``;
 - ``config`` is a dataclass whose fields are the component's options, stored in Hydra's ConfigStore
   under the kind's group, so ``reward.<field>=...`` is type-checked before anything runs;
 - ``factory(cfg)`` builds the component from a filled-in ``config`` instance. A factory that also
@@ -99,6 +100,25 @@ def register_data_sources(register: Register) -> None:
         @hookimpl
         def register_data_sources(register):
             register("jsonl", JsonlSource, config=JsonlConfig)
+    """
+
+
+@hookspec
+def register_engines(register: Register) -> None:
+    """Register generation engines: what samples the responses of online algorithms' rollouts.
+
+    ``factory(cfg, ctx)`` returns an object with ``generate(prompts, *, max_new_tokens, temperature,
+    top_k, top_p, stop_strings, seeds) -> Generation``, ``sync_weights(model)``, ``sleep()`` and
+    ``wake()`` (:class:`alignfw.engines.GenerationEngine`); ``ctx.model`` is the policy it samples
+    for. It is built on the first rollout; ``sync_weights`` runs before every rollout (after each
+    optimizer step). Selected with ``rollout.engine=<name>`` (default ``hf``, the policy's own
+    ``generate``); options are ``rollout.engine.<field>=...``.
+
+    Example::
+
+        @hookimpl
+        def register_engines(register):
+            register("vllm", VLLMEngine, config=VLLMConfig)
     """
 
 

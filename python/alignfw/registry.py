@@ -47,6 +47,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "reward": ("register_rewards", "reward", "+reward={}"),
     "algorithm": ("register_algorithms", "algo", "+algo={}"),
     "data": ("register_data_sources", "data", "data={}"),
+    "engine": ("register_engines", "rollout/engine", "rollout.engine={}"),
 }
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import torch
 
 from alignfw.config import RolloutConfig
+from alignfw.engines import engine_for
 from alignfw.exceptions import ConfigError, TrainingError
 from alignfw.models.chat import render_records
 from alignfw.models.sampling import mix
@@ -129,6 +130,8 @@ class Rollout:
     scores: torch.Tensor
     mask: torch.Tensor
     group_size: int = 1
+    #: ``(b, R)`` the engine's log-probs of the sampled tokens (None: the ``hf`` engine, which is the trainer)
+    engine_logprobs: torch.Tensor | None = None
 
     @property
     def responses(self) -> list[str]:
@@ -164,7 +167,10 @@ def rollout(
     prompts = [rec.prompt for rec in group]
     temp = cfg.temperature if temperature is None else temperature
     seeds = record_seeds(len(records)) if seeds is None else seeds
-    gen = model.generate(
+    engine = engine_for(model, cfg)  # rollout.engine: the policy's generate (hf), vLLM, ...
+    engine.wake()
+    engine.sync_weights(model)  # the optimizer changed the policy since the last rollout
+    gen = engine.generate(
         prompts,
         max_new_tokens=cfg.max_new_tokens,
         temperature=temp,
@@ -173,8 +179,9 @@ def rollout(
         stop_strings=cfg.stop_strings,
         seeds=row_seeds(seeds, group_size),
     )
+    engine.sleep()
     scores = compute_rewards(reward, prompts, gen.responses, group, model.device)  # (b,)
-    return Rollout(group, prompts, gen, scores, gen.response_mask.float(), group_size)
+    return Rollout(group, prompts, gen, scores, gen.response_mask.float(), group_size, getattr(gen, "logprobs", None))
 
 
 @torch.no_grad()
