@@ -240,7 +240,7 @@ def test_a_failing_reward_plugin_is_named(tmp_path, name, message):
     (tmp_path / "bad_rewards.py").write_text(BAD_REWARDS)
     (tmp_path / "sitecustomize.py").write_text(SITE)
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)}
-    r = run_cli(f"+reward={name}", "+algo=ppo", *SMALL, "run.steps=1", "hydra.run.dir=h", cwd=tmp_path, env=env)
+    r = run_cli(f"+reward={name}", "+algo=ppo", *SMALL, "run.steps=1", "run.samples=0", "hydra.run.dir=h", cwd=tmp_path, env=env)
     one_error(r, f"reward {name!r} (plugin 'bad_rewards' from bad_rewards, factory bad_rewards.{name}", message)
 
 
@@ -345,5 +345,6 @@ def test_hydra_composition_errors_are_one_line_with_exit_2(tmp_path, args, messa
     """Unknown plugin names and values of the wrong type: one alignfw line (exit 2), not Hydra's report (exit 1)."""
     res = run_cli(*args, f"run.output_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert res.returncode == 2, res.stderr
-    assert res.stderr.strip().splitlines() == [f"alignfw: error: {message}" + res.stderr.split(message, 1)[1].strip()]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"alignfw: error: {message}"), res.stderr
     assert "Traceback" not in res.stderr and "HYDRA_FULL_ERROR" not in res.stderr and not (tmp_path / "run").exists()
