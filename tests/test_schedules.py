@@ -50,5 +50,5 @@ def test_unknown_schedule_is_named(builtin_plugins, tmp_path):
     import alignfw
     from alignfw.exceptions import ConfigError
 
-    with pytest.raises(ConfigError, match="algo.schedule='cosin'; choose one of cosine, linear, constant"):
+    with pytest.raises(ConfigError, match="algo.schedule='cosin' is not a valid choice: must be one of 'cosine', 'linear', 'constant'"):
         alignfw.train("rloo", reward="bleu", output_dir=tmp_path, overrides={**RUN, "algo.schedule": "cosin"})
