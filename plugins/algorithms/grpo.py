@@ -33,7 +33,7 @@ from alignfw.evaluation import evaluate_policy
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
 from alignfw.objectives import LOSS_AGGREGATIONS, aggregate_loss, aggregation_units, clipped_surrogate, group_advantages, kl_estimate, masked_mean
-from alignfw.optim import SCHEDULES, accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
+from alignfw.optim import OptimizerOptions, accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -42,15 +42,9 @@ __all__ = ["GRPO", "GRPOConfig"]
 
 
 @dataclass
-class GRPOConfig:
+class GRPOConfig(OptimizerOptions):
     """Options of GRPO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = option(1e-6, gt=0)
-    schedule: str = option("constant", choices=SCHEDULES)  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
-    warmup_steps: int = option(0, ge=0)  #: run steps of linear lr warmup
-    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: linear / cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = option(0.0, ge=0)
-    adam_eps: float = option(1e-8, gt=0)
     num_generations: int = option(8, ge=2)  #: G, samples per prompt (the group); rollout batch = run.batch_size * G
     ppo_epochs: int = option(1, ge=1)  #: passes over each rollout batch (TRL's num_iterations, the paper's mu)
     minibatch_size: int = option(16, ge=1)  #: sequences per gradient step

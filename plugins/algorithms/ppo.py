@@ -38,7 +38,7 @@ from alignfw.objectives import (
     masked_mean,
 )
 from alignfw.ops import gae
-from alignfw.optim import SCHEDULES, accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
+from alignfw.optim import OptimizerOptions, accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -47,15 +47,9 @@ __all__ = ["PPO", "PPOConfig", "clipped_policy_loss"]
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(OptimizerOptions):
     """Options of PPO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = option(1e-6, gt=0)
-    schedule: str = option("constant", choices=SCHEDULES)  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
-    warmup_steps: int = option(0, ge=0)  #: run steps of linear lr warmup
-    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: linear / cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = option(0.0, ge=0)
-    adam_eps: float = option(1e-8, gt=0)
     ppo_epochs: int = option(4, ge=1)  #: passes over each rollout batch
     minibatch_size: int = option(16, ge=1)  #: sequences per gradient step
     grad_accum: int = option(1, ge=1)  #: minibatches accumulated per optimizer step

@@ -43,7 +43,7 @@ from alignfw.objectives import (
     kl_shaped_rewards,
     masked_mean,
 )
-from alignfw.optim import SCHEDULES, accumulate, accumulation_weights, build_optimizer, lr_schedule, micro_batches
+from alignfw.optim import OptimizerOptions, accumulate, accumulation_weights, build_optimizer, lr_schedule, micro_batches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -52,15 +52,9 @@ __all__ = ["Reinforce", "ReinforceConfig", "update_baseline"]
 
 
 @dataclass
-class ReinforceConfig:
+class ReinforceConfig(OptimizerOptions):
     """Options of REINFORCE. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = option(1e-6, gt=0)
-    schedule: str = option("constant", choices=SCHEDULES)  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
-    warmup_steps: int = option(0, ge=0)  #: run steps of linear lr warmup
-    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: linear / cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = option(0.0, ge=0)
-    adam_eps: float = option(1e-8, gt=0)
     minibatch_size: int = option(16, ge=1)  #: sequences per forward/backward (memory only: one optimizer step per batch)
     max_grad_norm: float = option(1.0, ge=0)
     gamma: float = option(1.0, ge=0, le=1)  #: discount of the token rewards

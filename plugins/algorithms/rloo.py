@@ -33,7 +33,7 @@ from alignfw.evaluation import evaluate_policy
 from alignfw.hookspecs import hookimpl
 from alignfw.models import PolicyModel, disable_dropout
 from alignfw.objectives import AdaptiveKLController, clipped_surrogate, kl_penalised_rewards, leave_one_out_advantages
-from alignfw.optim import SCHEDULES, accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
+from alignfw.optim import OptimizerOptions, accumulate, accumulation_weights, build_optimizer, lr_schedule, shuffled_minibatches
 from alignfw.registry import BuildContext
 from alignfw.rollout import Rollout, require_reward, rollout, score_rollout
 from alignfw.types import Record
@@ -42,15 +42,9 @@ __all__ = ["RLOO", "RLOOConfig"]
 
 
 @dataclass
-class RLOOConfig:
+class RLOOConfig(OptimizerOptions):
     """Options of RLOO. Defaults suit billion-parameter models; the tiny demo's live in conf/preset/."""
 
-    lr: float = option(1e-6, gt=0)
-    schedule: str = option("constant", choices=SCHEDULES)  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
-    warmup_steps: int = option(0, ge=0)  #: run steps of linear lr warmup
-    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: linear / cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = option(0.0, ge=0)
-    adam_eps: float = option(1e-8, gt=0)
     num_generations: int = option(4, ge=2)  #: k, samples per prompt (the paper's best k); rollout batch = run.batch_size * k
     ppo_epochs: int = option(1, ge=1)  #: passes over each rollout batch (> 1 reuses samples: keep clip_range set)
     minibatch_size: int = option(16, ge=1)  #: sequences per gradient step

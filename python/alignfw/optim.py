@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Sequence, TypeVar
 
 import torch
 
 from alignfw import distributed
+from alignfw.config import option
 from alignfw.distributed import to_float
 from alignfw.exceptions import ConfigError, DataError
 
 __all__ = [
+    "OptimizerOptions",
     "SCHEDULES",
     "accumulate",
     "accumulation_weights",
@@ -42,6 +45,20 @@ T = TypeVar("T")
 
 #: learning-rate shapes after the warmup
 SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class OptimizerOptions:
+    """The optimizer (AdamW, :func:`build_optimizer`) and learning-rate (:func:`lr_schedule`) options
+    an algorithm's config inherits, with RL's defaults: a constant lr of 1e-6. A config that needs
+    other defaults redeclares those fields."""
+
+    lr: float = option(1e-6, gt=0)
+    schedule: str = option("constant", choices=SCHEDULES)  #: the lr after warmup: constant, linear or cosine (decaying over run.steps)
+    warmup_steps: int = option(0, ge=0)  #: run steps of linear lr warmup
+    min_lr_ratio: float = option(0.0, ge=0, le=1)  #: linear / cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = option(0.0, ge=0)
+    adam_eps: float = option(1e-8, gt=0)
 
 
 def build_optimizer(params: Sequence[torch.nn.Parameter], *, lr: float, weight_decay: float, adam_eps: float) -> torch.optim.AdamW:
