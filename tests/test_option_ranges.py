@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from alignfw.config import AlignfwConfig, OptionRange, option, option_range, validate_options
 from alignfw.exceptions import ConfigError
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def declared(config: type, prefix: str = "") -> list[tuple[str, str, OptionRange]]:
@@ -136,7 +136,7 @@ def override_values() -> st.SearchStrategy:
     )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_overrides_end_in_a_config_or_a_reported_error(hydra_compose, builtin_plugins, data):
     from hydra.errors import HydraException

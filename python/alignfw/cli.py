@@ -252,8 +252,15 @@ def normalize_overrides(argv: list[str]) -> list[str]:
     """
     groups = ("+algo=", "+reward=", "+model=", "+data=")
     argv = [a[1:] if a.startswith(groups) else a for a in argv]
-    # the engine is the Hydra group rollout/engine (typed options rollout.engine.<field>), added on demand
-    return ["+rollout/engine=" + a.split("=", 1)[1] if a.startswith(("rollout.engine=", "+rollout.engine=")) else a for a in argv]
+    # the engine is the Hydra group rollout/engine (typed options rollout.engine.<field>), added on demand;
+    # a value that is not a name (rollout.engine=0) is quoted, so Hydra looks for it like any name
+    return ["+rollout/engine=" + _group_value(a.split("=", 1)[1]) if a.startswith(("rollout.engine=", "+rollout.engine=")) else a for a in argv]
+
+
+def _group_value(value: str) -> str:
+    import re
+
+    return value if re.fullmatch(r"[A-Za-z_][\w.-]*", value) else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def version_line() -> str:
@@ -387,7 +394,7 @@ def composition_error(e: BaseException) -> Exception:
         options = [o for o in options if not o.endswith("_schema")]  # the typed schemas presets extend
         missing = str(getattr(e, "missing_cfg_file", "") or "")
         group, _, name = missing.rpartition("/")
-        what = f"{group}={name} is not installed" if group else lines[0]
+        what = f"{group.replace('/', '.')}={name} is not installed" if group else lines[0]
         return ConfigError(f"{what}: choose one of {', '.join(sorted(options))} (`python -m alignfw plugins` lists every plugin)")
     override = lines[0].removeprefix("Error merging override ") if lines and lines[0].startswith("Error merging override") else None
     while e.__cause__ is not None:  # Hydra wraps OmegaConf's error, which says what is wrong
