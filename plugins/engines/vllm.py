@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import torch
 
 from alignfw import distributed
-from alignfw.engines import EngineError, SampledGeneration, WeightFingerprints, generation_from_tokens, prompt_token_ids
+from alignfw.engines import EngineError, SampledGeneration, WeightFingerprints, generation_from_tokens
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.registry import BuildContext
@@ -212,7 +212,7 @@ class VLLMEngine:
         """One sample per prompt (``seeds[i]`` seeds row ``i``); stop strings end a response as in
         :meth:`CausalLM.generate` (checked on the decoded text, the response keeps the token that
         completes the string)."""
-        ids, mask = prompt_token_ids(self.model, prompts, max_new_tokens)
+        ids, mask = self.model.generation_prompts(prompts, max_new_tokens)
         options = sampling_options(self.model, max_new_tokens, temperature, top_k, top_p)
         tokens, logprobs = sample(self.llm, unpadded(ids, mask), options, seeds)
         return generation_from_tokens(self.model, ids, mask, tokens, stop_strings, logprobs)

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import torch
 
-from alignfw.engines import EngineError, SampledGeneration, WeightFingerprints, generation_from_tokens, prompt_token_ids
+from alignfw.engines import EngineError, SampledGeneration, WeightFingerprints, generation_from_tokens
 from alignfw.exceptions import ConfigError
 from alignfw.hookspecs import hookimpl
 from alignfw.plugins.engines.vllm import import_vllm, llm_weights, load_weights, require_one_process, sample, sampling_options, unpadded
@@ -120,7 +120,7 @@ class VLLMServerEngine:
         stop_strings: Sequence[str] = (),
         seeds: Sequence[int] | None = None,
     ) -> SampledGeneration:
-        ids, mask = prompt_token_ids(self.model, prompts, max_new_tokens)
+        ids, mask = self.model.generation_prompts(prompts, max_new_tokens)
         options = sampling_options(self.model, max_new_tokens, temperature, top_k, top_p)
         body = {"prompts": unpadded(ids, mask), "options": options, "seeds": None if seeds is None else [int(s) for s in seeds]}
         out = self._request("POST", "/generate", body)

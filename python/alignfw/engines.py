@@ -42,7 +42,6 @@ __all__ = [
     "engine_correction",
     "engine_gap_stats",
     "generation_from_tokens",
-    "prompt_token_ids",
 ]
 
 
@@ -208,22 +207,6 @@ class WeightFingerprints:
                 out.append(name)
                 self._seen[name] = norm
         return out
-
-
-def prompt_token_ids(model: Any, prompts: list[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompt ids and mask ``(b, P)`` exactly as :meth:`CausalLM.generate` feeds them
-    to the network: ``encode_prompts``, then the prompts cut to what ``max_length`` leaves."""
-    ids, mask = model.encode_prompts(prompts)
-    limit = model.max_prompt_length
-    if model.max_length is not None:
-        if max_new_tokens >= model.max_length:
-            raise ConfigError(
-                f"rollout.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
-                f"{model.max_length}-token context; lower it"
-            )
-        room = model.max_length - max_new_tokens
-        limit = room if limit is None else min(limit, room)
-    return model._keep_last(ids, mask, limit)
 
 
 def generation_from_tokens(

@@ -20,7 +20,6 @@ from alignfw.engines import (
     engine_correction,
     engine_for,
     generation_from_tokens,
-    prompt_token_ids,
 )
 from alignfw.hookspecs import hookimpl
 from alignfw.rollout import rollout
@@ -51,7 +50,7 @@ def test_generation_from_tokens_follows_generate(tiny, stop_strings, same_genera
     become the very Generation that model.generate makes of the same tokens."""
     torch.manual_seed(1)
     ref = tiny.generate(PROMPTS, max_new_tokens=12, temperature=1.0, stop_strings=stop_strings)
-    ids, mask = prompt_token_ids(tiny, PROMPTS, 12)
+    ids, mask = tiny.generation_prompts(PROMPTS, 12)
     assert torch.equal(ids, ref.sequences[:, : ref.prompt_len])
     rows = []
     for r, m in zip(ref.response_ids.tolist(), ref.response_mask.tolist()):

@@ -266,6 +266,22 @@ class CausalLM:
         attention_mask = torch.cat([p_mask, r_mask], dim=1)
         return Generation(sequences, attention_mask, r_mask, p_ids.shape[1], list(responses))
 
+    def generation_prompts(self, prompts: list[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and mask ``(b, P)`` as :meth:`generate` (and every generation
+        engine) feeds them to the network: ``encode_prompts``, then each prompt keeps its end within
+        ``max_prompt_length`` and the room ``max_length`` leaves for ``max_new_tokens``."""
+        ids, mask = self.encode_prompts(prompts)
+        limit = self.max_prompt_length
+        if self.max_length is not None:
+            if max_new_tokens >= self.max_length:
+                raise ConfigError(
+                    f"rollout.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+                    f"{self.max_length}-token context; lower it"
+                )
+            room = self.max_length - max_new_tokens
+            limit = room if limit is None else min(limit, room)
+        return self._keep_last(ids, mask, limit)
+
     @torch.no_grad()
     def generate(
         self,
@@ -288,17 +304,7 @@ class CausalLM:
         so does the first of ``stop_strings``: the response keeps the tokens up to the one that
         completes it (the policy learns to write it), its text ends before it (what rewards read).
         """
-        ids, mask = self.encode_prompts(prompts)
-        limit = self.max_prompt_length
-        if self.max_length is not None:
-            if max_new_tokens >= self.max_length:
-                raise ConfigError(
-                    f"rollout.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
-                    f"{self.max_length}-token context; lower it"
-                )
-            room = self.max_length - max_new_tokens
-            limit = room if limit is None else min(limit, room)
-        ids, mask = self._keep_last(ids, mask, limit)
+        ids, mask = self.generation_prompts(prompts, max_new_tokens)
         was_training = self.lm.training
         self.lm.eval()
         tok = self.tokenizer
