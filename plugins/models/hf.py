@@ -92,7 +92,7 @@ def build_hf_model(cfg: HFModelConfig, ctx: BuildContext | None = None) -> Causa
         tok.chat_template = load_chat_template(cfg.chat_template)
     if cfg.gradient_checkpointing:
         enable_checkpointing(lm)
-    fast = native_tokenizer(tok_path) if cfg.fast_tokenizer else None
+    fast = native_tokenizer(tok) if cfg.fast_tokenizer else None
     return CausalLM(
         lm, tok, device, fast, precision=precision, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length, lora=cfg.lora
     )

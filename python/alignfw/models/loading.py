@@ -50,22 +50,30 @@ def parse_dtype(name: str, device: torch.device, option: str = "model.dtype") ->
     return dt
 
 
-def native_tokenizer(path: str):
-    """alignfw's Rust tokenizer for a local directory's byte-level BPE ``tokenizer.json``, else
-    None (Hugging Face's tokenizer is used)."""
+def native_tokenizer(tokenizer: Any):
+    """alignfw's Rust tokenizer equivalent to ``tokenizer``, or None (Hugging Face's is used).
+
+    ``tokenizer``: a live Hugging Face fast tokenizer (built from its ``backend_tokenizer``, i.e.
+    after transformers' load-time changes such as Llama's ``legacy`` / ``add_prefix_space``), or a
+    local directory holding ``tokenizer.json``. None when the tokenizer has no Rust backend or uses
+    a component alignfw does not implement.
+    """
     from alignfw.tokenizer import Tokenizer
 
-    file = Path(path) / "tokenizer.json"
-    if not file.is_file():
-        return None
+    if isinstance(tokenizer, (str, Path)):
+        file = Path(tokenizer) / "tokenizer.json"
+        if not file.is_file():
+            return None
+        text = file.read_text(encoding="utf-8")
+    else:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:  # a slow (Python) tokenizer
+            return None
+        text = backend.to_str()
     try:
-        tok = Tokenizer.from_file(file)
+        return Tokenizer.from_str(text)
     except TokenizerFormatError:  # a component alignfw does not implement: Hugging Face's
         return None
-    # The other families load too (WordPiece, SentencePiece BPE, Unigram), but transformers may
-    # change their normalizer at load time (Llama's legacy / add_prefix_space), so the file and the
-    # live tokenizer can differ: until rollouts build from the live one, they use Hugging Face's.
-    return tok if tok.family == "ByteLevelBPE" else None
 
 
 def save_tokenizer(tokenizer: Any, path: str | Path) -> None:
