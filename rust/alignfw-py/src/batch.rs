@@ -3,13 +3,13 @@
 //!
 //! Between the two sides of the boundary nothing is copied per text: each `str` is read in place
 //! through its cached UTF-8 form (`PyBackedStr`), and the flat form is assembled while the GIL is
-//! released. Only the per-text id lists (`encode_batch`) are built under the GIL, with the cyclic
-//! garbage collector paused ([`GcPause`]).
+//! released. Only the per-text id lists (`encode_batch`) are built under the GIL ([`IdLists`]).
 
 use alignfw_core::bpe::AllowedSpecial;
 use alignfw_core::Error;
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::errors::to_pyerr;
@@ -44,7 +44,6 @@ pub(crate) fn encode_lists<'py, R: Send>(
     list: impl Fn(&R) -> PyResult<Bound<'py, PyList>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let batch = run(py, texts, allowed_special, encode)?;
-    let _paused = GcPause::new(py);
     let lists = batch.iter().map(list).collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, lists)
 }
@@ -82,31 +81,39 @@ fn extract_texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Text>> {
     obj.try_iter()?.map(|item| Text::extract(&item?)).collect()
 }
 
-/// Pauses CPython's cyclic garbage collector while a batch's lists are built and restores its
-/// previous state on drop. Every new list counts as a container allocation, so a batch of 30k lists
-/// otherwise sets off dozens of collections that each walk the lists built so far, and every object
-/// the process holds once those reach the oldest generation (measured on the benchmark corpus: a
-/// 1-thread `encode_batch` 413 -> 312 ms). Lists of ints cannot form cycles, and the GIL is held for
-/// the guard's whole life, so no other Python code sees the pause; the deferred collection runs at
-/// the next allocation after it.
-struct GcPause<'py> {
-    was_enabled: bool,
-    _gil: Python<'py>,
+/// Python lists of ids. One Python int per id of the vocabulary is made once, so a list costs a
+/// reference-count increment per element instead of an int allocation (the conversion runs under the
+/// GIL, so it bounds how well batches scale).
+///
+/// The lists are created untracked by CPython's cyclic garbage collector, as CPython itself untracks
+/// tuples and dicts that hold only atomic values: a list of ints cannot be part of a cycle. Tracked,
+/// every list was a container the collector walked again at each collection of its generation, and
+/// every ~700 new lists set one off; a loop that keeps its results (`[tok.encode(d) for d in docs]`)
+/// spent about a quarter of its time there. A cycle made later through such a list (`ids.append(ids)`)
+/// is reclaimed only once broken by hand.
+pub(crate) struct IdLists {
+    ints: PyOnceLock<Vec<Py<PyAny>>>,
+    vocab_size: usize,
 }
 
-impl<'py> GcPause<'py> {
-    fn new(py: Python<'py>) -> Self {
-        // SAFETY: the GIL is held: the guard keeps the `Python` token for its whole life.
-        let was_enabled = unsafe { pyo3::ffi::PyGC_Disable() } != 0;
-        GcPause { was_enabled, _gil: py }
-    }
-}
-
-impl Drop for GcPause<'_> {
-    fn drop(&mut self) {
-        if self.was_enabled {
-            // SAFETY: as in `new`.
-            unsafe { pyo3::ffi::PyGC_Enable() };
+impl IdLists {
+    pub(crate) fn new(vocab_size: usize) -> Self {
+        IdLists {
+            ints: PyOnceLock::new(),
+            vocab_size,
         }
+    }
+
+    /// The list of `ids`, which must all be below the vocabulary size (encoders produce only those).
+    pub(crate) fn list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        let ints = self.ints.get_or_init(py, || {
+            (0..self.vocab_size as u32)
+                .map(|i| i.into_pyobject(py).expect("int conversion cannot fail").into_any().unbind())
+                .collect()
+        });
+        let list = PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))?;
+        // SAFETY: the GIL is held (`py`) and `list` is a live list object.
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(list.as_ptr().cast()) };
+        Ok(list)
     }
 }

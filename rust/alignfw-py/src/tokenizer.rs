@@ -11,10 +11,9 @@ use alignfw_core::Error;
 use pyo3::exceptions::PyUnicodeEncodeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::batch::{self, FlatIds};
+use crate::batch::{self, FlatIds, IdLists};
 use crate::errors::to_pyerr;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -104,33 +103,17 @@ fn parse_pattern(pattern: &str) -> PyResult<Pattern> {
 #[pyclass(module = "alignfw._native", name = "BpeTokenizer", frozen)]
 pub struct BpeTokenizer {
     inner: Arc<Tokenizer>,
-    /// One Python int per id, made once: building a list of ids is then a reference-count increment
-    /// per element instead of an int allocation (the conversion runs under the GIL, so it bounds how
-    /// well batches scale).
-    ints: PyOnceLock<Vec<Py<PyAny>>>,
+    /// The ids' Python lists (`encode`, `encode_batch`).
+    lists: IdLists,
 }
 
 impl BpeTokenizer {
     fn wrap(t: Tokenizer) -> Self {
+        let lists = IdLists::new(t.vocab_size());
         BpeTokenizer {
             inner: Arc::new(t),
-            ints: PyOnceLock::new(),
+            lists,
         }
-    }
-
-    fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
-        let ints = self.ints.get_or_init(py, || {
-            (0..self.inner.vocab_size() as u32)
-                .map(|i| {
-                    i.into_pyobject(py)
-                        .expect("int conversion cannot fail")
-                        .into_any()
-                        .unbind()
-                })
-                .collect()
-        });
-        // Encoding only produces ids of the vocabulary, so indexing cannot fail.
-        PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))
     }
 }
 
@@ -233,7 +216,7 @@ impl BpeTokenizer {
         let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
         let ids = py.detach(|| t.encode(text.as_str()?, &allowed)).map_err(to_pyerr)?;
-        self.id_list(py, &ids)
+        self.lists.list(py, &ids)
     }
 
     /// Encodes one text to `(ids, offsets)`, offsets being `(start, end)` character positions.
@@ -270,7 +253,7 @@ impl BpeTokenizer {
             texts,
             allowed_special,
             |texts, allowed| t.encode_batch(texts, allowed, num_threads),
-            |ids| self.id_list(py, ids),
+            |ids| self.lists.list(py, ids),
         )
     }
 
