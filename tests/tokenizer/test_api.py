@@ -7,6 +7,7 @@ import pickle
 import threading
 
 import numpy as np
+import pytest
 from alignfw.tokenizer import PATTERNS, Tokenizer, load_tokenizer
 
 
@@ -21,6 +22,23 @@ def test_batch_equals_single_on_any_thread_count(trained, corpus_files):
     assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(lines))] == single
     assert tok.decode_batch(single) == lines
     assert tok.decode(ids[offsets[1] : offsets[2]]) == lines[1]  # numpy ids decode too
+
+
+def test_large_batches_equal_single_and_report_the_first_bad_text(trained):
+    # Many chunks: the calling thread builds each chunk's lists while the other threads encode.
+    from alignfw.exceptions import TokenizerError
+
+    for family in ("gpt2", "llama3"):
+        tok = trained[family]
+        texts = [f"row {i}: {'naïve café 北京 ' * (i % 7)}{i * 7919}" for i in range(6000)]
+        single = [tok.encode(t) for t in texts]
+        for n in (None, 1, 2, 3):
+            assert tok.encode_batch(texts, num_threads=n) == single
+    bad = [t.encode() for t in texts]
+    bad[4100], bad[5500] = b"ok \xff", b"\xfe"
+    for n in (1, 2, 3):
+        with pytest.raises(TokenizerError, match="not valid UTF-8: invalid byte at offset 3"):
+            tok.encode_batch(bad, num_threads=n)
 
 
 def test_id_lists_are_not_tracked_by_the_cyclic_gc(trained):

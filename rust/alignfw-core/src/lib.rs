@@ -4,11 +4,13 @@
 //! - [`added`]: added tokens (special and not) split off the text as Hugging Face does, for every family.
 //! - [`bpe`]: byte-level BPE (pre-tokenize, train, encode, decode), Hugging Face compatible.
 //! - [`pipeline`]: WordPiece, SentencePiece-style BPE and Unigram tokenizers read from `tokenizer.json`.
+//! - [`parallel`]: reusable thread pools; batches whose results the calling thread converts in order.
 
 pub mod added;
 pub mod bpe;
 pub mod error;
 pub mod gae;
+pub mod parallel;
 pub mod pipeline;
 
 pub use error::Error;

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyDict, PyList};
 
-use crate::batch::{self, FlatIds};
+use crate::batch::{self, FlatIds, IdLists};
 use crate::errors::to_pyerr;
 use crate::tokenizer::{parse_allowed, Text};
 
@@ -40,6 +40,18 @@ type IdsOffsets = (Vec<u32>, Vec<(usize, usize)>);
 #[pyclass(module = "alignfw._native", name = "SubwordTokenizer", frozen)]
 pub struct SubwordTokenizer {
     inner: Arc<Tokenizer>,
+    /// The ids' Python lists (`encode`, `encode_batch`).
+    lists: IdLists,
+}
+
+impl SubwordTokenizer {
+    fn wrap(t: Tokenizer) -> Self {
+        let lists = IdLists::new(t.vocab_size());
+        SubwordTokenizer {
+            inner: Arc::new(t),
+            lists,
+        }
+    }
 }
 
 #[pymethods]
@@ -48,7 +60,7 @@ impl SubwordTokenizer {
     #[staticmethod]
     fn from_json(py: Python<'_>, json: PyBackedStr) -> PyResult<Self> {
         py.detach(|| Tokenizer::from_json(&json))
-            .map(|t| SubwordTokenizer { inner: Arc::new(t) })
+            .map(Self::wrap)
             .map_err(to_pyerr)
     }
 
@@ -75,7 +87,7 @@ impl SubwordTokenizer {
             lowercase,
         };
         py.detach(|| train_wordpiece(&texts, &config))
-            .map(|t| SubwordTokenizer { inner: Arc::new(t) })
+            .map(Self::wrap)
             .map_err(to_pyerr)
     }
 
@@ -87,12 +99,14 @@ impl SubwordTokenizer {
         text: &Bound<'py, PyAny>,
         allowed_special: Option<&Bound<'py, PyAny>>,
         add_special_tokens: bool,
-    ) -> PyResult<Vec<u32>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let text = Text::extract(text)?;
         let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        py.detach(|| t.encode_ids(text.as_str()?, &allowed, add_special_tokens))
-            .map_err(to_pyerr)
+        let ids = py
+            .detach(|| t.encode_ids(text.as_str()?, &allowed, add_special_tokens))
+            .map_err(to_pyerr)?;
+        self.lists.list(py, &ids)
     }
 
     /// Encodes one text to `(ids, offsets)`, offsets being `(start, end)` character positions.
@@ -130,8 +144,10 @@ impl SubwordTokenizer {
             py,
             texts,
             allowed_special,
-            |texts, allowed| t.encode_batch(texts, allowed, add_special_tokens, false, num_threads),
-            |e| PyList::new(py, &e.ids),
+            num_threads,
+            |allowed| t.encoder(allowed, add_special_tokens),
+            |e: &Encoding| e.ids.as_slice(),
+            &self.lists,
         )
     }
 

@@ -252,8 +252,10 @@ impl BpeTokenizer {
             py,
             texts,
             allowed_special,
-            |texts, allowed| t.encode_batch(texts, allowed, num_threads),
-            |ids| self.lists.list(py, ids),
+            num_threads,
+            |allowed| t.encoder(allowed),
+            |ids: &Vec<u32>| ids.as_slice(),
+            &self.lists,
         )
     }
 

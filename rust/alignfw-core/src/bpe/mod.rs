@@ -21,9 +21,7 @@ pub mod unicode;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -302,6 +300,13 @@ impl Tokenizer {
     pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Result<Vec<u32>> {
         let splitter = self.splitter(allowed)?;
         self.encode_with(text, &splitter)
+    }
+
+    /// `encode(_, allowed)` as a function of the text alone, for batches: the added-token matcher is
+    /// set up once.
+    pub fn encoder(&self, allowed: &AllowedSpecial) -> Result<impl Fn(&str) -> Result<Vec<u32>> + Sync + '_> {
+        let splitter = self.splitter(allowed)?;
+        Ok(move |text: &str| self.encode_with(text, &splitter))
     }
 
     fn splitter(&self, allowed: &AllowedSpecial) -> Result<Cow<'_, Splitter>> {
@@ -648,7 +653,7 @@ impl Tokenizer {
         match num_threads {
             Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
             Some(1) => texts.iter().map(|t| self.encode_with(t.as_ref(), splitter)).collect(),
-            Some(n) => Ok(pool(n)?.install(run)?),
+            Some(n) => Ok(crate::parallel::pool(n)?.install(run)?),
             None => run(),
         }
     }
@@ -916,27 +921,6 @@ fn with_cache<R>(uid: u64, f: impl FnOnce(&mut PieceCache) -> R) -> R {
         };
         f(&mut caches[i].1)
     })
-}
-
-/// A rayon pool of `n` threads, built once per size and reused so that its threads keep their caches.
-pub(crate) fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pools.get(&n) {
-        return Ok(p.clone());
-    }
-    let p = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("alignfw-bpe-{i}"))
-            .build()
-            .map_err(|e| Error::InvalidInput(format!("cannot start {n} threads: {e}")))?,
-    );
-    pools.insert(n, p.clone());
-    Ok(p)
 }
 
 #[cfg(test)]

@@ -413,6 +413,17 @@ impl Tokenizer {
         Ok(())
     }
 
+    /// `encode(_, allowed, add_special_tokens)` as a function of the text alone, for batches (ids only:
+    /// the offsets are not computed): the added-token matcher is set up once.
+    pub fn encoder(
+        &self,
+        allowed: &AllowedSpecial,
+        add_special_tokens: bool,
+    ) -> Result<impl Fn(&str) -> Result<Encoding> + Sync + '_> {
+        let splitter = self.splitter(allowed)?;
+        Ok(move |text: &str| self.encode_with(text, &splitter, add_special_tokens, false))
+    }
+
     /// Encodes many texts in parallel on `num_threads` threads (rayon's global pool when `None`).
     /// Offsets are computed only with `offsets` (else they are meaningless).
     pub fn encode_batch<S: AsRef<str> + Sync>(
@@ -429,7 +440,7 @@ impl Tokenizer {
         match num_threads {
             Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
             Some(1) => texts.iter().map(one).collect(),
-            Some(n) => crate::bpe::pool(n)?.install(|| texts.par_iter().map(one).collect()),
+            Some(n) => crate::parallel::pool(n)?.install(|| texts.par_iter().map(one).collect()),
             None => texts.par_iter().map(one).collect(),
         }
     }
