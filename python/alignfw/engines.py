@@ -234,12 +234,10 @@ def generation_from_tokens(
         kept.append(row[:n] if n is not None else list(row))
         ended.append(n is not None)
     texts = model.decode_texts(kept)
-    for i, text in enumerate(texts):
-        hits = [(text.find(s), s) for s in stop_strings if s and s in text]
-        if hits:
-            start, stop = min(hits)
-            kept[i] = kept[i][: model._tokens_covering(kept[i], start + len(stop))]
-            texts[i], ended[i] = text[:start], True
+    for i, cut in enumerate(model.stop_string_cuts(kept, texts, stop_strings)):
+        if cut is not None:
+            kept[i] = kept[i][: cut[0]]
+            texts[i], ended[i] = cut[1], True
     R = max((len(r) for r in kept), default=0)
     b = len(kept)
     resp = torch.full((b, R), pad, dtype=torch.long)

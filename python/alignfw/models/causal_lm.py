@@ -346,15 +346,29 @@ class CausalLM:
         rows = [row[:n] for row, n in zip(resp.tolist(), lengths)]
         texts = self.decode_texts(rows)
         ended = is_eos.any(1)
-        for i, text in enumerate(texts):
-            hits = [(text.find(s), s) for s in stop_strings if s and s in text]
-            if hits:
-                start, stop = min(hits)
-                n = self._tokens_covering(rows[i], start + len(stop))
-                response_mask[i, n:] = 0
-                texts[i], ended[i] = text[:start], True
+        for i, cut in enumerate(self.stop_string_cuts(rows, texts, stop_strings)):
+            if cut is not None:
+                response_mask[i, cut[0] :] = 0
+                texts[i], ended[i] = cut[1], True
         attention_mask = torch.cat([mask, response_mask], dim=1)
         return Generation(out, attention_mask, response_mask, P, texts, ended=ended)
+
+    def stop_string_cuts(
+        self, rows: Sequence[list[int]], texts: Sequence[str], stop_strings: Sequence[str]
+    ) -> list[tuple[int, str] | None]:
+        """Where each sampled response ends at a stop string: None where ``texts[i]`` (the text of
+        ``rows[i]``) holds none, else ``(n, text)``: the fewest leading tokens whose text reaches the
+        end of the first stop string (they are kept, so the policy learns to write it), and the text
+        before the stop string (the response). :meth:`generate` and every generation engine cut here."""
+        cuts: list[tuple[int, str] | None] = []
+        for ids, text in zip(rows, texts):
+            hits = [(text.find(s), s) for s in stop_strings if s and s in text]
+            if not hits:
+                cuts.append(None)
+                continue
+            start, stop = min(hits)
+            cuts.append((self._tokens_covering(ids, start + len(stop)), text[:start]))
+        return cuts
 
     def _tokens_covering(self, ids: list[int], chars: int) -> int:
         """The fewest leading tokens of ``ids`` whose text is at least ``chars`` characters long."""
