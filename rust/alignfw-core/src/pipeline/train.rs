@@ -37,7 +37,7 @@ pub struct WordPieceTrainerConfig {
 }
 
 /// Word counts of `texts` (each split into lines) under `normalizer` and `pre`.
-fn count_words(texts: &[&str], normalizer: &Normalizer, pre: &PreTokenizer) -> FxHashMap<String, u64> {
+pub(super) fn count_words(texts: &[&str], normalizer: &Normalizer, pre: &PreTokenizer) -> FxHashMap<String, u64> {
     let lines: Vec<&str> = texts.iter().flat_map(|t| t.lines()).collect();
     lines
         .par_chunks(2048)
