@@ -217,26 +217,31 @@ fn frequent_substrings(words: &[(String, u64)], max_len: usize) -> Vec<(u64, Str
     let cap = max_len + 1;
     let key = |p: usize| {
         let end = (p + cap).min(flat.len());
-        let stop = flat[p..end].iter().position(|&c| c == BOUNDARY).map_or(end, |i| p + i + 1);
+        let stop = flat[p..end]
+            .iter()
+            .position(|&c| c == BOUNDARY)
+            .map_or(end, |i| p + i + 1);
         &flat[p..stop]
     };
-    let mut sa: Vec<u32> = (0..flat.len() as u32).filter(|&p| flat[p as usize] != BOUNDARY).collect();
+    let mut sa: Vec<u32> = (0..flat.len() as u32)
+        .filter(|&p| flat[p as usize] != BOUNDARY)
+        .collect();
     sa.par_sort_unstable_by(|&a, &b| key(a as usize).cmp(key(b as usize)));
-    let lcp: Vec<u8> = (0..sa.len())
+    let lcp: Vec<u32> = (0..sa.len())
         .into_par_iter()
         .map(|i| {
             if i == 0 {
                 return 0;
             }
             let (a, b) = (key(sa[i - 1] as usize), key(sa[i] as usize));
-            a.iter().zip(b).take_while(|(x, y)| x == y).count() as u8
+            a.iter().zip(b).take_while(|(x, y)| x == y).count() as u32
         })
         .collect();
     // Bottom-up walk of the lcp-intervals: each popped `(depth, lb)` spans `sa[lb..i]`.
     let mut out: Vec<(u64, String)> = Vec::new();
     let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
     for i in 1..=sa.len() {
-        let cur = if i < sa.len() { lcp[i] as usize } else { 0 };
+        let cur = lcp.get(i).map_or(0, |&h| h as usize);
         let mut lb = i - 1;
         while cur < stack.last().map_or(0, |t| t.0) {
             let (depth, l) = stack.pop().expect("stack holds the root");
@@ -364,9 +369,7 @@ struct Scratch {
 
 /// Adds `freq` × each node's marginal probability to `expected[id]` (forward-backward over the lattice).
 fn add_marginals(s: &mut Scratch, len: usize, freq: f64, expected: &mut [f64], touched: &mut Vec<u32>) {
-    let Scratch {
-        nodes, alpha, beta, ..
-    } = s;
+    let Scratch { nodes, alpha, beta, .. } = s;
     alpha.clear();
     alpha.resize(len + 1, None);
     beta.clear();
@@ -640,7 +643,10 @@ fn finalize(pieces: &[(String, f64)], required: &BTreeSet<char>, config: &Unigra
 /// The `tokenizer.json` of a trained Unigram vocabulary (T5's layout, NFKC for its charsmap).
 fn to_json(vocab: &[(String, f64)], config: &UnigramTrainerConfig) -> Value {
     let specials = special_vocab(config);
-    let unk_id = specials.iter().position(|s| *s == config.unk_token).expect("unk is special");
+    let unk_id = specials
+        .iter()
+        .position(|s| *s == config.unk_token)
+        .expect("unk is special");
     let added: Vec<Value> = specials
         .iter()
         .enumerate()
@@ -746,7 +752,13 @@ mod tests {
             vocab_size: 10,
             ..config.clone()
         };
-        assert!(matches!(train_unigram(&[text.as_str()], &small), Err(Error::InvalidInput(_))));
-        assert!(matches!(train_unigram(&["  \n "], &config), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            train_unigram(&[text.as_str()], &small),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            train_unigram(&["  \n "], &config),
+            Err(Error::InvalidInput(_))
+        ));
     }
 }
