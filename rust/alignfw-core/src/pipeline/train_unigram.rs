@@ -26,8 +26,10 @@
 //! pieces where SentencePiece uses the length of the alternative segmentation; when the pieces without
 //! alternatives already exceed the pruning target, every candidate is kept. Differences: the
 //! characters missing from the model are added in code-point order (HF: hash-map order), the
-//! E-step sums in a fixed order (HF's depends on its thread count), and learned pieces equal to a
-//! special token are skipped (HF would list them twice). So alignfw's trainer is deterministic, and
+//! E-step sums in a fixed order (HF's depends on its thread count), learned pieces equal to a
+//! special token are skipped (HF would list them twice), the size never exceeds `vocab_size` (HF adds
+//! every piece when the characters alone fill it) and a `vocab_size` below the characters plus the
+//! special tokens is an error (HF only checks the characters). So alignfw's trainer is deterministic, and
 //! `tests/tokenizer/test_training.py` bounds its difference from HF's.
 
 use std::collections::BTreeSet;
@@ -37,7 +39,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{json, Value};
 
 use super::normalized::Normalized;
-use super::train::count_words;
+use super::train::{count_words, special_added_tokens};
 use super::{NormStep, Normalizer, PreTokenizer, PrependScheme, Tokenizer};
 use crate::error::{Error, Result};
 
@@ -647,14 +649,7 @@ fn to_json(vocab: &[(String, f64)], config: &UnigramTrainerConfig) -> Value {
         .iter()
         .position(|s| *s == config.unk_token)
         .expect("unk is special");
-    let added: Vec<Value> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
-                   "normalized": false, "special": true})
-        })
-        .collect();
+    let added = special_added_tokens(&specials);
     let metaspace = json!({"type": "Metaspace", "replacement": REPLACEMENT.to_string(),
                            "prepend_scheme": "always", "split": true});
     json!({
