@@ -24,6 +24,9 @@ with the scores' last bits: two HF runs on a 2 MiB corpus differ there).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import unicodedata
 
 import pytest
@@ -161,6 +164,12 @@ def test_unigram_training_is_deterministic_and_checks_its_arguments(corpus_files
     train, _ = corpus_files
     a = Tokenizer.train_unigram(train, 600)
     assert a.to_json() == Tokenizer.train_unigram([train], 600).to_json()
+    # The E-step's sums do not depend on the thread count.
+    one_thread = subprocess.run(
+        [sys.executable, "-c", f"from alignfw.tokenizer import Tokenizer; print(Tokenizer.train_unigram({str(train)!r}, 600).to_json())"],
+        env={**os.environ, "RAYON_NUM_THREADS": "1"}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert one_thread.stdout.strip() == a.to_json()
     assert a.to_json() == Tokenizer.train_unigram_from_iterator([train.read_text(encoding="utf-8")], 600).to_json()
     # The unk_token is given id 0 when it is not among the special tokens.
     b = Tokenizer.train_unigram(train, 600, special_tokens=["<s>", "</s>"], unk_token="<unk>")
