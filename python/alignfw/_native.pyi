@@ -132,6 +132,17 @@ class SubwordTokenizer:
         unk_token: str = ...,
         lowercase: bool = True,
     ) -> SubwordTokenizer: ...
+    @staticmethod
+    def train_unigram(
+        texts: Sequence[str],
+        vocab_size: int = 8000,
+        special_tokens: Sequence[str] = ...,
+        unk_token: str = ...,
+        n_sub_iterations: int = 2,
+        shrinking_factor: float = 0.75,
+        max_piece_length: int = 16,
+        seed_size: int = 1_000_000,
+    ) -> SubwordTokenizer: ...
     def encode(
         self, text: str | bytes, allowed_special: str | Iterable[str] | None = None, add_special_tokens: bool = False
     ) -> list[int]: ...

@@ -25,6 +25,8 @@ The other subword families load from the same ``tokenizer.json`` files through t
 They encode with the same ids and character offsets as Hugging Face, and decode through the file's
 decoder. Unigram files may carry SentencePiece's ``Precompiled`` normalization charsmap (T5, ALBERT).
 A file using a component alignfw does not implement raises ``TokenizerFormatError`` naming it.
+New WordPiece and Unigram vocabularies are trained with :meth:`Tokenizer.train_wordpiece` (BERT-style)
+and :meth:`Tokenizer.train_unigram` (T5-style), as Hugging Face's trainers do.
 """
 
 from __future__ import annotations
@@ -323,6 +325,83 @@ class Tokenizer:
         return cls(
             SubwordTokenizer.train_wordpiece(
                 list(texts), vocab_size, min_frequency, list(special_tokens), limit_alphabet, unk_token, lowercase
+            )
+        )
+
+    @classmethod
+    def train_unigram(
+        cls,
+        files: PathLike | Iterable[PathLike],
+        vocab_size: int = 8000,
+        *,
+        special_tokens: Sequence[str] = ("<unk>",),
+        unk_token: str = "<unk>",
+        n_sub_iterations: int = 2,
+        shrinking_factor: float = 0.75,
+        max_piece_length: int = 16,
+        seed_size: int = 1_000_000,
+    ) -> Tokenizer:
+        """Trains a T5-style Unigram (SentencePiece) tokenizer on UTF-8 text files.
+
+        Hugging Face's ``UnigramTrainer`` (seed pieces from frequent substrings, EM rounds, pruning by
+        likelihood loss) on a T5-style pipeline: NFKC normalization, ``WhitespaceSplit`` then
+        ``Metaspace`` (``"▁"`` before every word), and the ``Metaspace`` decoder. Every character of the
+        corpus is kept. Hugging Face's trainer orders tied pieces in hash-map order; alignfw's result is
+        deterministic and agrees with HF's up to those ties (``tests/tokenizer/test_training.py``
+        bounds the difference).
+
+        Args:
+            files: A text file or several; each line is one sequence.
+            vocab_size: Final size, special tokens included (the trainer may stop below it).
+            special_tokens: Given ids ``0 .. len - 1``, in order.
+            unk_token: The unknown token: its id in ``special_tokens``, or id 0 (added before them)
+                if it is not one of them.
+            n_sub_iterations: EM iterations between two prunings.
+            shrinking_factor: Share of the pieces each pruning keeps (at least ``1.1 * vocab_size``).
+            max_piece_length: Longest piece, in characters.
+            seed_size: Seed pieces (characters and frequent substrings) the EM rounds start from.
+
+        Raises:
+            InvalidInputError: A corpus without words, a ``vocab_size`` below its distinct characters
+                plus the special tokens, a ``shrinking_factor`` outside ``(0, 1)``, a repeated or empty
+                special token.
+        """
+        texts = [Path(f).read_text(encoding="utf-8") for f in _files(files)]
+        return cls.train_unigram_from_iterator(
+            texts,
+            vocab_size,
+            special_tokens=special_tokens,
+            unk_token=unk_token,
+            n_sub_iterations=n_sub_iterations,
+            shrinking_factor=shrinking_factor,
+            max_piece_length=max_piece_length,
+            seed_size=seed_size,
+        )
+
+    @classmethod
+    def train_unigram_from_iterator(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 8000,
+        *,
+        special_tokens: Sequence[str] = ("<unk>",),
+        unk_token: str = "<unk>",
+        n_sub_iterations: int = 2,
+        shrinking_factor: float = 0.75,
+        max_piece_length: int = 16,
+        seed_size: int = 1_000_000,
+    ) -> Tokenizer:
+        """Like :meth:`train_unigram`, on texts in memory (each split into lines)."""
+        return cls(
+            SubwordTokenizer.train_unigram(
+                list(texts),
+                vocab_size,
+                list(special_tokens),
+                unk_token,
+                n_sub_iterations,
+                shrinking_factor,
+                max_piece_length,
+                seed_size,
             )
         )
 

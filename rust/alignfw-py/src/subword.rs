@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use alignfw_core::pipeline::{char_offsets, train_wordpiece, Encoding, Tokenizer, WordPieceTrainerConfig};
+use alignfw_core::pipeline::{
+    char_offsets, train_unigram, train_wordpiece, Encoding, Tokenizer, UnigramTrainerConfig, WordPieceTrainerConfig,
+};
 use alignfw_core::Error;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
@@ -88,6 +90,35 @@ impl SubwordTokenizer {
         };
         py.detach(|| train_wordpiece(&texts, &config))
             .map(Self::wrap)
+            .map_err(to_pyerr)
+    }
+
+    /// Trains a T5-style Unigram tokenizer (Hugging Face `UnigramTrainer` semantics).
+    #[staticmethod]
+    #[pyo3(signature = (texts, vocab_size = 8000, special_tokens = vec!["<unk>".to_string()], unk_token = "<unk>".to_string(), n_sub_iterations = 2, shrinking_factor = 0.75, max_piece_length = 16, seed_size = 1_000_000))]
+    #[allow(clippy::too_many_arguments)]
+    fn train_unigram(
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        vocab_size: usize,
+        special_tokens: Vec<String>,
+        unk_token: String,
+        n_sub_iterations: usize,
+        shrinking_factor: f64,
+        max_piece_length: usize,
+        seed_size: usize,
+    ) -> PyResult<Self> {
+        let config = UnigramTrainerConfig {
+            vocab_size,
+            special_tokens,
+            unk_token,
+            n_sub_iterations,
+            shrinking_factor,
+            max_piece_length,
+            seed_size,
+        };
+        py.detach(|| train_unigram(&texts, &config))
+            .map(|t| SubwordTokenizer { inner: Arc::new(t) })
             .map_err(to_pyerr)
     }
 

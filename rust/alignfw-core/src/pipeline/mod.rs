@@ -20,11 +20,13 @@ pub mod normalized;
 mod normalizer;
 mod pre_tokenizer;
 mod train;
+mod train_unigram;
 pub use self::decoder::Decoder;
 pub use self::json::is_byte_level;
 pub use self::normalizer::{NormStep, Normalizer};
 pub use self::pre_tokenizer::{PreTokenizer, PrependScheme};
 pub use self::train::{train_wordpiece, WordPieceTrainerConfig};
+pub use self::train_unigram::{train_unigram, UnigramTrainerConfig};
 
 use std::borrow::Cow;
 use std::cell::RefCell;

@@ -37,7 +37,7 @@ pub struct WordPieceTrainerConfig {
 }
 
 /// Word counts of `texts` (each split into lines) under `normalizer` and `pre`.
-fn count_words(texts: &[&str], normalizer: &Normalizer, pre: &PreTokenizer) -> FxHashMap<String, u64> {
+pub(super) fn count_words(texts: &[&str], normalizer: &Normalizer, pre: &PreTokenizer) -> FxHashMap<String, u64> {
     let lines: Vec<&str> = texts.iter().flat_map(|t| t.lines()).collect();
     lines
         .par_chunks(2048)
@@ -146,6 +146,18 @@ pub fn train_wordpiece<S: AsRef<str> + Sync>(texts: &[S], config: &WordPieceTrai
     Tokenizer::from_json(&serde_json::to_string(&to_json(&id_to_word, config)).expect("JSON serializes"))
 }
 
+/// The `added_tokens` entries of a trained file: `specials`, special and not normalized, ids `0..n`.
+pub(super) fn special_added_tokens(specials: &[String]) -> Vec<Value> {
+    specials
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": true})
+        })
+        .collect()
+}
+
 /// The `tokenizer.json` of a trained WordPiece vocabulary (BERT's layout).
 fn to_json(id_to_word: &[String], config: &WordPieceTrainerConfig) -> Value {
     let vocab: Map<String, Value> = id_to_word
@@ -153,15 +165,7 @@ fn to_json(id_to_word: &[String], config: &WordPieceTrainerConfig) -> Value {
         .enumerate()
         .map(|(i, s)| (s.clone(), json!(i)))
         .collect();
-    let added: Vec<Value> = config
-        .special_tokens
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
-                   "normalized": false, "special": true})
-        })
-        .collect();
+    let added = special_added_tokens(&config.special_tokens);
     let has = |t: &str| config.special_tokens.iter().position(|s| s == t);
     let post = match (has("[CLS]"), has("[SEP]")) {
         (Some(cls), Some(sep)) => json!({
