@@ -118,7 +118,7 @@ impl SubwordTokenizer {
             seed_size,
         };
         py.detach(|| train_unigram(&texts, &config))
-            .map(|t| SubwordTokenizer { inner: Arc::new(t) })
+            .map(Self::wrap)
             .map_err(to_pyerr)
     }
 
