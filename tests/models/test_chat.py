@@ -357,11 +357,15 @@ def test_literal_spans_at_the_text_start_and_bad_spans(toks):
 # -- every data path: identical tensors with and without alignfw's tokenizer --------------------
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES, "gemma"])
 def test_data_paths_give_identical_tensors_with_and_without_the_rust_tokenizer(family, tmp_path):
     from alignfw.plugins.models.hf import HFModelConfig, build_hf_model
 
-    model = build_hf_model(HFModelConfig(path=str(save_model(family, tmp_path / family))))
+    if family == "gemma":  # the SentencePiece-style tokenizer with Gemma's turn template
+        path = save_model("mistral", tmp_path / family, template=GEMMA_TEMPLATE)
+    else:
+        path = save_model(family, tmp_path / family)
+    model = build_hf_model(HFModelConfig(path=str(path)))
     fast, tok = model.fast_tokenizer, model.tokenizer
     assert fast is not None
     typed = " ".join(t for t in chat.special_tokens(tok) if t != tok.unk_token)
