@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -91,16 +92,21 @@ def _parity_difference(native: Any, backend: Any) -> str | None:
     (a ``tokenizers.Tokenizer``) disagree, or None."""
     specials = [str(t.content) for t in backend.get_added_tokens_decoder().values() if t.special]
     probes = _probes(specials)
+    # every special spelling as a literal span: what a chat whose user typed them all is encoded with
+    spelled = re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True))) if specials else None
+    literal = [[m.span() for m in spelled.finditer(p)] if spelled else [] for p in probes]
     split_before = backend.encode_special_tokens
     try:
         for split in (False, True):  # special tokens recognised / their spellings as plain text
             backend.encode_special_tokens = split
             for add in (False, True):
                 hf = backend.encode_batch(probes, add_special_tokens=add)
-                for probe, ref in zip(probes, hf):
+                for probe, spans, ref in zip(probes, literal, hf):
                     ids = native.encode(probe, allowed_special=() if split else "all", add_special_tokens=add)
                     if ids != ref.ids:
                         return f"{probe!r} (special tokens {'as text' if split else 'recognised'}, add_special_tokens={add})"
+                    if split and spans and native.encode(probe, allowed_special="all", add_special_tokens=add, literal=spans) != ref.ids:
+                        return f"{probe!r} (special tokens as literal spans, add_special_tokens={add})"
     finally:
         backend.encode_special_tokens = split_before
     return None
@@ -116,7 +122,8 @@ def native_tokenizer(tokenizer: Any):
 
     Before it is returned, alignfw's tokenizer must give Hugging Face's ids on a fixed probe set
     (:data:`PARITY_PROBES` and the special-token spellings; with and without ``add_special_tokens``,
-    special tokens recognised and as plain text; a few milliseconds). On any difference it is not
+    special tokens recognised, as plain text, and allowed but inside ``literal`` spans, as a chat's
+    user-typed spellings are encoded; a few milliseconds). On any difference it is not
     used (None) and one warning names the model and the first differing probe.
     """
     from tokenizers import Tokenizer as HfTokenizer

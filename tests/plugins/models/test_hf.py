@@ -129,3 +129,22 @@ def test_a_tokenizer_that_differs_from_hugging_face_is_not_used(family, monkeypa
     message = record.getMessage()
     assert f"tiny-{family}" in message and "Hugging Face's tokenizer is used" in message
     assert f"on {loading.PARITY_PROBES[0]!r} (special tokens recognised, add_special_tokens=False)" in message
+
+
+def test_a_normalized_special_token_keeps_chats_on_hugging_face(tmp_path, caplog):
+    # A special token matched after normalization (normalized=true) is not covered by literal spans,
+    # so a chat's user-typed spelling would become the token: the parity check refuses the file.
+    import json
+
+    from chat_models import hf_tokenizer
+
+    from alignfw.models import loading, native_tokenizer
+
+    data = json.loads(hf_tokenizer("qwen2").backend_tokenizer.to_str())
+    for t in data["added_tokens"]:
+        t["normalized"] = t["content"] == "<|im_start|>"
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger=loading.__name__):
+        assert native_tokenizer(str(tmp_path)) is None
+    [record] = caplog.records
+    assert str(tmp_path) in record.getMessage() and "(special tokens as literal spans" in record.getMessage()
