@@ -2,7 +2,8 @@
 ``tokenizers`` library on a small generated corpus, a random LlamaConfig / Qwen2Config /
 MistralConfig model, and a chat template written for these tests in the structure of the family's
 real template (Llama 3 headers, Qwen2 ChatML, Mistral [INST], plus a Gemma-style turn template for
-the SentencePiece-style tokenizer).
+the SentencePiece-style tokenizer); ``llama2``: a Llama-2-style (``Prepend`` + ``Replace``
+normalizer, legacy) tokenizer with the [INST] template.
 """
 
 from __future__ import annotations
@@ -100,6 +101,21 @@ def _sentencepiece_style(specials: list[str]):
     return tok
 
 
+def _llama2_style(specials: list[str]):
+    """Llama 2's layout (transformers' ``legacy`` files): a ``Prepend("▁")`` + ``Replace`` normalizer
+    and no pre-tokenizer, so every stretch between special tokens gets the prefix."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    alphabet = sorted(set("".join(corpus()) + string.ascii_letters + string.digits + string.punctuation + "\n\u2581"))
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=alphabet, show_progress=False)
+    tok.train_from_iterator(corpus(), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    return tok
+
+
 #: family -> (tokenizer builder, special tokens, bos, eos, pad, template, config class)
 FAMILIES = {
     "llama3": dict(
@@ -117,6 +133,11 @@ FAMILIES = {
         specials=["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "<start_of_turn>", "<end_of_turn>"],
         bos="<s>", eos="</s>", pad="<unk>", template=MISTRAL_TEMPLATE, config="MistralConfig",
     ),
+    "llama2": dict(  # Llama 2's [INST] format is Mistral's; its only special tokens are <unk>, <s>, </s>
+        pattern=None, builder=_llama2_style,
+        specials=["<unk>", "<s>", "</s>"],
+        bos="<s>", eos="</s>", pad="<unk>", template=MISTRAL_TEMPLATE, config="LlamaConfig",
+    ),
 }
 
 
@@ -125,9 +146,12 @@ def hf_tokenizer(family: str, template: str | None = "default"):
     from transformers import PreTrainedTokenizerFast
 
     f = FAMILIES[family]
-    raw = _byte_level(f["pattern"], f["specials"], f["bos"]) if f["pattern"] else _sentencepiece_style(f["specials"])
+    if f["pattern"]:
+        raw = _byte_level(f["pattern"], f["specials"], f["bos"])
+    else:
+        raw = f.get("builder", _sentencepiece_style)(f["specials"])
     kwargs = {"bos_token": f["bos"]} if f["bos"] else {}
-    if family == "mistral":
+    if family in ("mistral", "llama2"):
         kwargs["unk_token"] = "<unk>"
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=f["eos"], pad_token=f["pad"], **kwargs)
     if template is not None:

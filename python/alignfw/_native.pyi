@@ -80,7 +80,12 @@ class BpeTokenizer:
         special_tokens: Sequence[str] = ...,
         pattern: str = "gpt2",
     ) -> BpeTokenizer: ...
-    def encode(self, text: str | bytes, allowed_special: str | Iterable[str] | None = None) -> list[int]: ...
+    def encode(
+        self,
+        text: str | bytes,
+        allowed_special: str | Iterable[str] | None = None,
+        literal: Sequence[tuple[int, int]] | None = None,
+    ) -> list[int]: ...
     def encode_with_offsets(
         self, text: str | bytes, allowed_special: str | Iterable[str] | None = None
     ) -> tuple[list[int], list[tuple[int, int]]]: ...
@@ -144,7 +149,11 @@ class SubwordTokenizer:
         seed_size: int = 1_000_000,
     ) -> SubwordTokenizer: ...
     def encode(
-        self, text: str | bytes, allowed_special: str | Iterable[str] | None = None, add_special_tokens: bool = False
+        self,
+        text: str | bytes,
+        allowed_special: str | Iterable[str] | None = None,
+        add_special_tokens: bool = False,
+        literal: Sequence[tuple[int, int]] | None = None,
     ) -> list[int]: ...
     def encode_with_offsets(
         self, text: str | bytes, allowed_special: str | Iterable[str] | None = None, add_special_tokens: bool = False

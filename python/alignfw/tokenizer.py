@@ -407,7 +407,14 @@ class Tokenizer:
 
     # --- encoding ------------------------------------------------------------------------------
 
-    def encode(self, text: Text, *, allowed_special: AllowedSpecial = (), add_special_tokens: bool = False) -> list[int]:
+    def encode(
+        self,
+        text: Text,
+        *,
+        allowed_special: AllowedSpecial = (),
+        add_special_tokens: bool = False,
+        literal: Sequence[tuple[int, int]] = (),
+    ) -> list[int]:
         """Encodes one text.
 
         Args:
@@ -417,6 +424,13 @@ class Tokenizer:
                 recognised, as in Hugging Face.
             add_special_tokens: Add the post-processor's template tokens (``[CLS] ... [SEP]``,
                 ``<s> ...``), as Hugging Face's ``add_special_tokens=True``.
+            literal: ``(start, end)`` character spans of ``text`` where no added token is matched
+                (e.g. a special-token spelling a chat user typed, while the template's own special
+                tokens around it are allowed). An added token whose match overlaps a span is not
+                matched there: its text is plain text, encoded together with the text around it,
+                exactly as Hugging Face encodes the text when that spelling is not an added token
+                at that position. Applies to the tokens matched in the raw text (``normalized =
+                false``: every special token of the chat models alignfw knows).
 
         Returns:
             Ids, shape ``(L,)``. With ``allowed_special="all"`` they equal Hugging Face's
@@ -424,13 +438,15 @@ class Tokenizer:
 
         Raises:
             TokenizerError: ``text`` is not valid Unicode (invalid UTF-8 bytes, lone surrogates).
-            InvalidInputError: An unknown name in ``allowed_special``.
+            InvalidInputError: An unknown name in ``allowed_special``, or a span of ``literal``
+                that is not a character range of ``text``.
         """
         native = self._native
+        spans = list(literal) or None
         if isinstance(native, BpeTokenizer):
-            ids = native.encode(text, _allowed(allowed_special))
+            ids = native.encode(text, _allowed(allowed_special), spans)
             return self._with_template(ids) if add_special_tokens else ids
-        return native.encode(text, _allowed(allowed_special), add_special_tokens)
+        return native.encode(text, _allowed(allowed_special), add_special_tokens, spans)
 
     def encode_with_offsets(
         self, text: Text, *, allowed_special: AllowedSpecial = (), add_special_tokens: bool = False

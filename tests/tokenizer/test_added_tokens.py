@@ -93,3 +93,23 @@ def test_normalized_tokens_match_after_non_normalized_ones(trained):
     ids = ours.encode(text, allowed_special="all")
     assert ids == hf.encode(text, add_special_tokens=False).ids
     assert ours.token_to_id("<S><S>") not in ids
+
+
+@pytest.mark.parametrize("nfc", [False, True], ids=["no-normalizer", "nfc"])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tokens=token_sets, flags=st.fixed_dictionaries({f: st.booleans() for f in FLAGS if f != "normalized"}), data=st.data())
+def test_literal_spans_encode_as_if_the_token_were_not_added(trained, nfc, tokens, flags, data):
+    # Every "[M]" (no other content overlaps it) is a literal span: the ids are HF's for the same file
+    # without "[M]" among its added tokens, whatever the flags of the others (and of "[M]").
+    tokens = [(c, f) for c, f in tokens if c != "[M]"] + [("[M]", {**flags, "normalized": False})]
+    normed = [unicodedata.normalize("NFC", c) if nfc and f["normalized"] else c for c, f in tokens]
+    assume(len(set(normed)) == len(normed))
+    text = "".join(data.draw(st.lists(st.sampled_from([c for c, _ in tokens] + CONTENTS + FILLERS), max_size=14)))
+    literal, start = [], text.find("[M]")
+    while start >= 0:
+        literal.append((start, start + 3))
+        start = text.find("[M]", start + 3)
+    ours = Tokenizer.from_str(with_added(trained["gpt2"], tokens, nfc))
+    without = HFTokenizer.from_str(with_added(trained["gpt2"], tokens[:-1], nfc))
+    assert ours.encode(text, allowed_special="all", literal=literal) == without.encode(text, add_special_tokens=False).ids
+    assert ours.encode(text, allowed_special="all", literal=[]) == ours.encode(text, allowed_special="all")

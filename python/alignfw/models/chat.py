@@ -12,16 +12,15 @@ Rendering goes through the tokenizer's own ``apply_chat_template(..., tokenize=F
 Jinja environment as Hugging Face), with one change: every special-token spelling inside a message
 (``"<|im_start|>"`` typed by a user) is wrapped in private-use marker characters before rendering.
 After rendering the markers are removed and their positions kept in :class:`~alignfw.types.ChatText`
-(``literal`` spans). Encoding then:
-
-- with no literal span, encodes the whole text with special tokens recognised: exactly
-  ``tokenizer.apply_chat_template(..., tokenize=True)``'s ids (BOS comes from the template, once);
-- otherwise splits the text at the template's special tokens and encodes the pieces between them
-  with special tokens disallowed, so the user's spelling stays plain text (Hugging Face splits the
-  text at special tokens too, so the pieces are encoded as it would encode them).
-
-Both encoders give the same ids: alignfw's Rust BPE (``CausalLM.fast_tokenizer``, byte-level
-families) and the Hugging Face tokenizer (every family, e.g. SentencePiece-style ones).
+(``literal`` spans). Encoding then gives the ids Hugging Face gives when each literal span's
+spelling is not an added token at that position (the reference, see ``_encode_chat``); with no
+literal span exactly ``tokenizer.apply_chat_template(..., tokenize=True)``'s ids (BOS comes from
+the template, once).
+alignfw's Rust tokenizer (``CausalLM.fast_tokenizer``, every family it implements: byte-level BPE,
+SentencePiece-style BPE, Unigram, WordPiece) encodes a chat in one call, its ``literal`` spans
+passed through (``Tokenizer.encode(..., literal=...)``). Without it (a tokenizer alignfw does not
+implement, or one that failed ``native_tokenizer``'s parity check), Hugging Face's tokenizer encodes
+the stretches between the template's special tokens one by one, as it would place them.
 """
 
 from __future__ import annotations
@@ -249,39 +248,98 @@ def _encode_plain(texts: list[str], tokenizer: Any, fast: Any) -> list[list[int]
     return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-def _encode_piece_as_text(tokenizer: Any, piece: str) -> list[int]:
-    """Hugging Face ids of ``piece`` from inside a chat, special-token spellings as plain text.
+_FALLBACK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    Encoded after a newline that is then removed, so that tokenizers that add a prefix space at the
-    start of a text (SentencePiece style) encode it as they would in the middle of the chat.
+
+def _fallback_backends(tokenizer: Any) -> tuple[Any, Any] | None:
+    """Copies of ``tokenizer``'s Rust backend with special-token spellings as plain text: one for a
+    stretch at the start of the text, one for a stretch after a special token (where a ``Metaspace``
+    pre-tokenizer with ``prepend_scheme="first"`` adds no prefix). None for a slow tokenizer."""
+    try:
+        return _FALLBACK[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    import json
+
+    from tokenizers import Tokenizer as HfTokenizer
+
+    spec = backend.to_str()
+    data = json.loads(spec)
+
+    def no_first(node: Any) -> bool:  # prepend_scheme "first" -> "never"; True if any was changed
+        if isinstance(node, list):
+            return any([no_first(n) for n in node])
+        if not isinstance(node, dict):
+            return False
+        changed = node.get("type") == "Metaspace" and node.get("prepend_scheme") == "first"
+        if changed:
+            node["prepend_scheme"] = "never"
+        return any([changed, *(no_first(v) for v in node.values() if isinstance(v, (list, dict)))])
+
+    first = HfTokenizer.from_str(spec)
+    later = HfTokenizer.from_str(json.dumps(data)) if no_first(data.get("pre_tokenizer")) else first
+    for b in {id(first): first, id(later): later}.values():
+        b.encode_special_tokens = True
+    out = (first, later)
+    try:
+        _FALLBACK[tokenizer] = out
+    except TypeError:  # pragma: no cover - a tokenizer that cannot be weakly referenced
+        pass
+    return out
+
+
+def _encode_chat_hf(text: ChatText, tokenizer: Any) -> list[int]:
+    """:func:`_encode_chat` with Hugging Face's tokenizer (no alignfw tokenizer for this model).
+
+    The text is split at the special-token spellings outside ``text.literal`` (leftmost, longest
+    first, as Hugging Face matches added tokens); each stretch between them is encoded with special
+    spellings as plain text, as Hugging Face encodes a stretch at that position (a ``Metaspace``
+    ``prepend_scheme="first"`` prefix only at the text's start). This equals the reference of
+    :func:`_encode_chat` when the special tokens have no ``lstrip`` / ``rstrip`` / ``single_word``
+    flag (tests/models/test_chat.py checks it on byte-level, Metaspace and Llama-2-style files).
     """
-    enc = lambda s: tokenizer(s, add_special_tokens=False, split_special_tokens=True)["input_ids"]  # noqa: E731
-    nl = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    ids = enc("\n" + piece)
-    return ids[len(nl) :] if nl and ids[: len(nl)] == nl else enc(piece)
-
-
-def _encode_chat(text: ChatText, tokenizer: Any, fast: Any) -> list[int]:
-    if not text.literal:  # the common case: exactly apply_chat_template(tokenize=True)
-        if fast is not None:
-            return fast.encode(str(text), allowed_special="all")
-        return tokenizer(str(text), add_special_tokens=False)["input_ids"]
     pattern = _special_re(tokenizer)
+    backends = _fallback_backends(tokenizer)
     ids: list[int] = []
     pos = 0
-    pieces: list[tuple[str, int | None]] = []  # (text between specials, the special's id after it)
+
+    def stretch(end: int) -> None:
+        if pos < end:
+            piece = text[pos:end]
+            if backends is None:
+                ids.extend(tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+            else:
+                ids.extend(backends[pos > 0].encode(piece, add_special_tokens=False).ids)
+
     for m in pattern.finditer(str(text)) if pattern is not None else ():
         if any(a < m.end() and m.start() < b for a, b in text.literal):
             continue  # a spelling the user typed: stays text
-        pieces.append((text[pos : m.start()], tokenizer.convert_tokens_to_ids(m.group(0))))
+        stretch(m.start())
+        ids.append(tokenizer.convert_tokens_to_ids(m.group(0)))
         pos = m.end()
-    pieces.append((text[pos:], None))
-    for piece, special in pieces:
-        if piece:
-            ids += fast.encode(piece) if fast is not None else _encode_piece_as_text(tokenizer, piece)
-        if special is not None:
-            ids.append(special)
+    stretch(len(text))
     return ids
+
+
+def _encode_chat(text: ChatText, tokenizer: Any, fast: Any) -> list[int]:
+    """Ids of a rendered chat: the template's special tokens special, the ``literal`` spans not.
+
+    The reference: the ids Hugging Face's tokenizer gives for ``text`` with every special token
+    recognised, except that a special-token spelling overlapping a literal span is not an added
+    token at that position (it stays plain text and is normalized, pre-tokenized and merged
+    together with the text around it, in the same stretch between special tokens). With no
+    literal span this is exactly ``apply_chat_template(..., tokenize=True)``. alignfw's tokenizer
+    (``fast``) computes it in one call (``literal=``, matched in Rust); Hugging Face's fallback
+    (:func:`_encode_chat_hf`) approaches it.
+    """
+    if fast is not None:
+        return fast.encode(str(text), allowed_special="all", literal=text.literal)
+    if not text.literal:  # the common case: exactly apply_chat_template(tokenize=True)
+        return tokenizer(str(text), add_special_tokens=False)["input_ids"]
+    return _encode_chat_hf(text, tokenizer)
 
 
 def encode_texts(texts: Sequence[str], tokenizer: Any, fast: Any = None) -> list[list[int]]:

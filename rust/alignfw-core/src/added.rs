@@ -10,6 +10,11 @@
 //! (`\w`) next to it is dropped (its text stays plain text); `lstrip` / `rstrip` widen a kept match over
 //! the whitespace on that side, but `lstrip` never reaches back into the previous match (its start
 //! becomes the previous match's end: two adjacent stripping tokens both survive).
+//!
+//! A caller may name *literal* spans of the raw text ([`Splitter::with_literal`]): a raw-text match
+//! overlapping one is dropped, so that text stays plain text and is encoded together with the text
+//! around it, exactly as if the spelling were not an added token at that position (a chat user who
+//! typed `<|im_start|>`). The scan is not restarted inside a dropped match.
 
 use std::ops::Range;
 
@@ -80,6 +85,8 @@ pub struct Matcher {
     flags: Vec<Flags>,
     /// No token has a flag: every match is kept as found.
     plain: bool,
+    /// Sorted, non-overlapping byte ranges no match may overlap (see [`Splitter::with_literal`]).
+    literal: Vec<Range<usize>>,
 }
 
 impl Matcher {
@@ -105,6 +112,7 @@ impl Matcher {
             ids: tokens.iter().map(|t| t.id).collect(),
             plain: flags.iter().all(|f| !(f.single_word || f.lstrip || f.rstrip)),
             flags,
+            literal: Vec::new(),
         }))
     }
 
@@ -112,9 +120,18 @@ impl Matcher {
     /// pieces are not reported.
     pub fn split(&self, text: &str, f: &mut dyn FnMut(Piece)) {
         let mut last = 0;
+        let mut lit = 0; // literal spans ending at or before the current match are behind us
         for m in self.ac.find_iter(text) {
             let k = m.pattern().as_usize();
             let (mut start, mut end) = (m.start(), m.end());
+            if !self.literal.is_empty() {
+                while lit < self.literal.len() && self.literal[lit].end <= start {
+                    lit += 1;
+                }
+                if self.literal.get(lit).is_some_and(|r| r.start < end) {
+                    continue;
+                }
+            }
             if !self.plain {
                 let fl = self.flags[k];
                 if fl.single_word {
@@ -184,6 +201,55 @@ impl Splitter {
     pub fn is_empty(&self) -> bool {
         self.raw.is_none() && self.normalized.is_none()
     }
+
+    /// This splitter, except that no match in the raw text overlaps one of the byte ranges
+    /// `literal` (sorted, non-overlapping; see [`literal_byte_spans`]): the text of a dropped match
+    /// is plain text, encoded with the text around it. Tokens matched after normalization
+    /// (`normalized = true`) are not affected: special tokens of chat models are all matched in the
+    /// raw text.
+    pub fn with_literal(&self, literal: Vec<Range<usize>>) -> Splitter {
+        let raw = self.raw.as_ref().map(|m| Matcher {
+            literal: literal.clone(),
+            ..m.clone()
+        });
+        Splitter {
+            raw,
+            normalized: self.normalized.clone(),
+        }
+    }
+}
+
+/// Character spans `(start, end)` of `text` as sorted byte ranges, empty spans dropped. Spans may
+/// come in any order and may overlap (they are merged).
+///
+/// Raises `InvalidInput` for a span with `start > end` or `end` past the text's length in characters.
+pub fn literal_byte_spans(text: &str, spans: &[(usize, usize)]) -> Result<Vec<Range<usize>>> {
+    let n_chars = text.chars().count();
+    let mut sorted: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+    for &(a, b) in spans {
+        if a > b || b > n_chars {
+            return Err(Error::InvalidInput(format!(
+                "literal span ({a}, {b}) is not a character range of the text (length {n_chars}); give (start, end) \
+                 with 0 <= start <= end <= len(text)"
+            )));
+        }
+        if a < b {
+            sorted.push((a, b));
+        }
+    }
+    sorted.sort_unstable();
+    // Character index -> byte index, walking the text once.
+    let mut bytes: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+    bytes.push(text.len());
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(sorted.len());
+    for (a, b) in sorted {
+        let (a, b) = (bytes[a], bytes[b]);
+        match out.last_mut() {
+            Some(r) if a <= r.end => r.end = r.end.max(b),
+            _ => out.push(a..b),
+        }
+    }
+    Ok(out)
 }
 
 /// Splitters for "no special token" and "every special token", built once; a splitter for an
@@ -297,6 +363,42 @@ mod tests {
         assert_eq!(split(&t, "e\u{301}<m>"), vec![Piece::Text(0..6)]);
         assert_eq!(split(&t, "x <m>"), vec![Piece::Text(0..2), Piece::Token(1, 2..5)]);
         assert_eq!(split(&t, "_<m>"), vec![Piece::Text(0..4)]);
+    }
+
+    #[test]
+    fn literal_spans_drop_overlapping_matches_only() {
+        let t = [tok(7, "<S>", false, false, false), tok(8, "<T>", true, true, false)];
+        let s = Splitter::new(&t, |_| true, &|c| c.to_string()).unwrap();
+        let run = |text: &str, spans: &[(usize, usize)]| {
+            let lit = s.with_literal(literal_byte_spans(text, spans).unwrap());
+            let mut out = Vec::new();
+            lit.raw.as_ref().unwrap().split(text, &mut |p| out.push(p));
+            out
+        };
+        assert_eq!(
+            run("a<S>b<S>", &[(1, 4)]),
+            vec![Piece::Text(0..5), Piece::Token(7, 5..8)]
+        );
+        // Any overlap drops the match; a stripping token next to a literal span still strips.
+        assert_eq!(
+            run("<S> <T>", &[(2, 3)]),
+            vec![Piece::Text(0..3), Piece::Token(8, 3..7)]
+        );
+        // Character spans become byte ranges ('é' is two bytes).
+        assert_eq!(run("é<S>", &[(1, 4)]), vec![Piece::Text(0..5)]);
+        assert_eq!(run("é<S>", &[]), vec![Piece::Text(0..2), Piece::Token(7, 2..5)]);
+        assert!(matches!(
+            literal_byte_spans("ab", &[(1, 3)]),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            literal_byte_spans("ab", &[(2, 1)]),
+            Err(Error::InvalidInput(_))
+        ));
+        assert_eq!(
+            literal_byte_spans("abcd", &[(2, 4), (0, 1), (1, 3), (3, 3)]).unwrap(),
+            vec![0..4]
+        );
     }
 
     #[test]

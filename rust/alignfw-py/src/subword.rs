@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use alignfw_core::added::literal_byte_spans;
 use alignfw_core::pipeline::{
     char_offsets, train_unigram, train_wordpiece, Encoding, Tokenizer, UnigramTrainerConfig, WordPieceTrainerConfig,
 };
@@ -122,20 +123,28 @@ impl SubwordTokenizer {
             .map_err(to_pyerr)
     }
 
-    /// Encodes one text to a list of ids.
-    #[pyo3(signature = (text, allowed_special = None, add_special_tokens = false))]
+    /// Encodes one text to a list of ids. `literal`: `(start, end)` character spans where no added
+    /// token is matched (their text stays plain text).
+    #[pyo3(signature = (text, allowed_special = None, add_special_tokens = false, literal = None))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         text: &Bound<'py, PyAny>,
         allowed_special: Option<&Bound<'py, PyAny>>,
         add_special_tokens: bool,
+        literal: Option<Vec<(usize, usize)>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let text = Text::extract(text)?;
         let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
         let ids = py
-            .detach(|| t.encode_ids(text.as_str()?, &allowed, add_special_tokens))
+            .detach(|| {
+                let s = text.as_str()?;
+                match literal.as_deref() {
+                    None | Some([]) => t.encode_ids(s, &allowed, add_special_tokens),
+                    Some(spans) => t.encode_ids_literal(s, &allowed, add_special_tokens, literal_byte_spans(s, spans)?),
+                }
+            })
             .map_err(to_pyerr)?;
         self.lists.list(py, &ids)
     }

@@ -204,18 +204,28 @@ impl BpeTokenizer {
             .map_err(to_pyerr)
     }
 
-    /// Encodes one text (`str` or UTF-8 `bytes`) to a list of ids.
-    #[pyo3(signature = (text, allowed_special = None))]
+    /// Encodes one text (`str` or UTF-8 `bytes`) to a list of ids. `literal`: `(start, end)`
+    /// character spans where no added token is matched (their text stays plain text).
+    #[pyo3(signature = (text, allowed_special = None, literal = None))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         text: &Bound<'py, PyAny>,
         allowed_special: Option<&Bound<'py, PyAny>>,
+        literal: Option<Vec<(usize, usize)>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let text = Text::extract(text)?;
         let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        let ids = py.detach(|| t.encode(text.as_str()?, &allowed)).map_err(to_pyerr)?;
+        let ids = py
+            .detach(|| {
+                let s = text.as_str()?;
+                match literal.as_deref() {
+                    None | Some([]) => t.encode(s, &allowed),
+                    Some(spans) => t.encode_literal(s, &allowed, alignfw_core::added::literal_byte_spans(s, spans)?),
+                }
+            })
+            .map_err(to_pyerr)?;
         self.lists.list(py, &ids)
     }
 

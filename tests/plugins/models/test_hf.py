@@ -82,9 +82,69 @@ def test_builtin_tiny_uses_the_rust_tokenizer_with_identical_ids():
     assert eos not in fast.encode_texts([prompts[2]])[0]
 
 
-def test_other_tokenizer_families_fall_back_to_hugging_face(tmp_path):
+def test_a_file_alignfw_cannot_load_falls_back_to_hugging_face(tmp_path):
     from alignfw.models import native_tokenizer
 
     (tmp_path / "tokenizer.json").write_text('{"model": {"type": "WordPiece", "vocab": {}}}')
     assert native_tokenizer(str(tmp_path)) is None
     assert native_tokenizer(str(tmp_path / "absent")) is None
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "mistral", "llama2"])
+def test_every_family_gets_the_rust_tokenizer(family, tmp_path):
+    from chat_models import save_model
+
+    model = build_hf_model(HFModelConfig(path=str(save_model(family, tmp_path / family))))
+    assert model.fast_tokenizer is not None
+    assert model.fast_tokenizer.family == ("ByteLevelBPE" if family in ("llama3", "qwen2") else "BPE")
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_a_tokenizer_that_differs_from_hugging_face_is_not_used(family, monkeypatch, caplog):
+    import json
+
+    from chat_models import hf_tokenizer
+
+    from alignfw.models import loading, native_tokenizer
+    from alignfw.tokenizer import Tokenizer
+
+    hf = hf_tokenizer(family)
+    hf.name_or_path = f"tiny-{family}"
+    assert native_tokenizer(hf) is not None
+    real = Tokenizer.from_str.__func__
+
+    first_token = hf.backend_tokenizer.encode(loading.PARITY_PROBES[0], add_special_tokens=False).tokens[0]
+
+    def swapped(cls, text):  # the same file with the ids of two tokens swapped
+        data = json.loads(text)
+        vocab = data["model"]["vocab"]
+        last = max(vocab, key=vocab.get)
+        vocab[first_token], vocab[last] = vocab[last], vocab[first_token]
+        return real(cls, json.dumps(data))
+
+    monkeypatch.setattr(Tokenizer, "from_str", classmethod(swapped))
+    with caplog.at_level("WARNING", logger=loading.__name__):
+        assert native_tokenizer(hf) is None
+    [record] = caplog.records
+    message = record.getMessage()
+    assert f"tiny-{family}" in message and "Hugging Face's tokenizer is used" in message
+    assert f"on {loading.PARITY_PROBES[0]!r} (special tokens recognised, add_special_tokens=False)" in message
+
+
+def test_a_normalized_special_token_keeps_chats_on_hugging_face(tmp_path, caplog):
+    # A special token matched after normalization (normalized=true) is not covered by literal spans,
+    # so a chat's user-typed spelling would become the token: the parity check refuses the file.
+    import json
+
+    from chat_models import hf_tokenizer
+
+    from alignfw.models import loading, native_tokenizer
+
+    data = json.loads(hf_tokenizer("qwen2").backend_tokenizer.to_str())
+    for t in data["added_tokens"]:
+        t["normalized"] = t["content"] == "<|im_start|>"
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger=loading.__name__):
+        assert native_tokenizer(str(tmp_path)) is None
+    [record] = caplog.records
+    assert str(tmp_path) in record.getMessage() and "(special tokens as literal spans" in record.getMessage()

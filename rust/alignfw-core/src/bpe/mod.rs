@@ -309,6 +309,17 @@ impl Tokenizer {
         Ok(move |text: &str| self.encode_with(text, &splitter))
     }
 
+    /// [`Self::encode`], except that no added token is matched over the byte ranges `literal`
+    /// ([`crate::added::Splitter::with_literal`]).
+    pub fn encode_literal(
+        &self,
+        text: &str,
+        allowed: &AllowedSpecial,
+        literal: Vec<std::ops::Range<usize>>,
+    ) -> Result<Vec<u32>> {
+        self.encode_with(text, &self.splitter(allowed)?.with_literal(literal))
+    }
+
     fn splitter(&self, allowed: &AllowedSpecial) -> Result<Cow<'_, Splitter>> {
         let n = self.parts.normalizer;
         self.added.splitter(allowed, &|c| normalize(n, c).into_owned())

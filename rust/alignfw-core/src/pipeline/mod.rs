@@ -229,6 +229,19 @@ impl Tokenizer {
         Ok(self.encode_with(text, &splitter, add_special_tokens, false)?.ids)
     }
 
+    /// The ids of [`Tokenizer::encode`], except that no added token is matched over the byte ranges
+    /// `literal` ([`crate::added::Splitter::with_literal`]).
+    pub fn encode_ids_literal(
+        &self,
+        text: &str,
+        allowed: &AllowedSpecial,
+        add_special_tokens: bool,
+        literal: Vec<std::ops::Range<usize>>,
+    ) -> Result<Vec<u32>> {
+        let splitter = self.splitter(allowed)?.with_literal(literal);
+        Ok(self.encode_with(text, &splitter, add_special_tokens, false)?.ids)
+    }
+
     /// With `offsets == false` the returned offsets are meaningless.
     fn encode_with(
         &self,
