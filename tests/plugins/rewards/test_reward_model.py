@@ -29,7 +29,7 @@ def test_scores_match_a_direct_forward(rm_dir):
     prompts, responses = ["translate: cat =", "translate: big dog ="], [" nyan", " mago vauv"]
     got = rm(prompts, responses, [])
     for i, (p, r) in enumerate(zip(prompts, responses)):
-        enc = rm.tokenizer(p + r, return_tensors="pt")
+        enc = rm.tokenizer.hf(p + r, return_tensors="pt")
         want = (rm.model(**enc).logits[0, 0] - 0.5) * 2.0
         torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-5)  # padding must not change a score
 
