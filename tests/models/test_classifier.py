@@ -99,6 +99,12 @@ def test_bert_template_and_token_types():
     assert "token_type_ids" in enc and not enc["token_type_ids"].any()
 
 
+def test_special_spellings_are_read_as_special_tokens():
+    tok = ClassifierTokenizer.of(_gpt2())
+    eos = tok.hf.convert_tokens_to_ids("<|endoftext|>")
+    assert tok.encode(["a<|endoftext|>b"], max_length=8)["input_ids"][0].tolist().count(eos) == 1
+
+
 def test_empty_batch():
     tok = ClassifierTokenizer.of(_gpt2())
     enc = tok.encode([], max_length=8)

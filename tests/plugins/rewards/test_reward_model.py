@@ -34,6 +34,14 @@ def test_scores_match_a_direct_forward(rm_dir):
         torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-5)  # padding must not change a score
 
 
+def test_rust_and_hugging_face_tokenizers_score_alike(rm_dir):
+    fast = RewardModel(RewardModelConfig(path=str(rm_dir), max_length=12))
+    slow = RewardModel(RewardModelConfig(path=str(rm_dir), max_length=12, fast_tokenizer=False))
+    assert fast.tokenizer.fast is not None and slow.tokenizer.fast is None
+    prompts, responses = ["translate: cat =", "translate: big red dog and a small cat =" * 3], [" nyan", " mago vauv <|endoftext|>"]
+    assert torch.equal(fast(prompts, responses, []), slow(prompts, responses, []))
+
+
 def test_missing_path_is_named(tmp_path):
     with pytest.raises(ConfigError, match="reward.path"):
         RewardModel(RewardModelConfig())
