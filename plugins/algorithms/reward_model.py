@@ -11,9 +11,10 @@ may mix both kinds.
 The model is ``AutoModelForSequenceClassification`` with ``num_labels=1`` built from the policy's
 config, its backbone initialised with the policy's weights (what ``from_pretrained(model_dir,
 num_labels=1)`` gives, without reading the files again) and a freshly initialised score head.
-It reads ``prompt + response`` exactly as :mod:`alignfw.plugins.rewards.reward_model` does (no
-special tokens added, right padding, left truncation to ``max_length``; the score is the head's
-output at the last real token). At the end of training (step ``run.steps``) it is saved to
+It reads ``prompt + response`` exactly as :mod:`alignfw.plugins.rewards.reward_model` does
+(:meth:`alignfw.models.ClassifierTokenizer.encode`: the tokenizer's template tokens added, right
+padding, left truncation to ``max_length``; the score is the head's output at the last real token),
+encoding with the policy's alignfw tokenizer when it has one (``model.fast_tokenizer``). At the end of training (step ``run.steps``) it is saved to
 ``<run_dir>/final/`` (the pipeline calls :meth:`save_pretrained` of an algorithm that has one) with ``save_pretrained`` (safetensors) and its tokenizer, ready for
 ``+reward=reward_model reward.path=<run_dir>/reward_model``. The policy itself is not trained.
 
@@ -68,7 +69,7 @@ class RewardModelTrainer:
 
     def __init__(self, cfg: RewardModelTrainerConfig, ctx: BuildContext) -> None:
         self.cfg = cfg
-        self.rm, self.tokenizer = classifier_from_policy(ctx.model.lm, ctx.model.tokenizer)
+        self.rm, self.tokenizer = classifier_from_policy(ctx.model.lm, ctx.model.tokenizer, getattr(ctx.model, "fast_tokenizer", None))
         if cfg.disable_dropout:
             disable_dropout(self.rm)
         self.rm.train()
@@ -158,7 +159,7 @@ class RewardModelTrainer:
     def save_pretrained(self, path: str | Path) -> None:
         """Save the reward model (safetensors) and its tokenizer; ``+reward=reward_model reward.path=path`` loads it."""
         self.rm.save_pretrained(str(path), safe_serialization=True)
-        save_tokenizer(self.tokenizer, path)
+        save_tokenizer(self.tokenizer.hf, path)
 
     def state_dict(self) -> dict[str, Any]:
         return {

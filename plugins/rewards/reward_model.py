@@ -4,6 +4,8 @@ Loads any Hugging Face sequence-classification model with one output (a Bradley-
 model, as trained by alignfw's reward-model algorithm, TRL's ``RewardTrainer`` or OpenRLHF) from
 a local directory through safetensors, and scores ``prompt + response`` with it. The score is the
 single logit, optionally shifted and scaled so that rewards of different models are comparable.
+The text is read as :meth:`alignfw.models.ClassifierTokenizer.encode` describes (Hugging Face's
+tokenizer call; alignfw's Rust tokenizer gives the same ids when the family is supported).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class RewardModelConfig:
     shift: float = 0.0  #: subtracted from the raw score
     scale: float = 1.0  #: the shifted score is multiplied by this
     dtype: str = "auto"
+    #: encode with alignfw's Rust tokenizer when the tokenizer's family is supported (same ids as Hugging Face's)
+    fast_tokenizer: bool = True
 
 
 class RewardModel:
@@ -46,7 +50,7 @@ class RewardModel:
         device = torch.device(ctx.device if ctx is not None and ctx.device is not None else "cpu")
         if Path(cfg.path).is_dir():  # a damaged weights file is named here, not deep inside transformers
             check_safetensors(sorted(Path(cfg.path).glob("*.safetensors")), f"retrain or re-save the reward model in reward.path={cfg.path!r}")
-        self.model, self.tokenizer = load_classifier(cfg.path, dtype=cfg.dtype, device=device)
+        self.model, self.tokenizer = load_classifier(cfg.path, dtype=cfg.dtype, device=device, fast_tokenizer=cfg.fast_tokenizer)
         self.cfg = cfg
 
     @torch.no_grad()

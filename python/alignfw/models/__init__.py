@@ -13,7 +13,7 @@ that implements it (:class:`CausalLM`), scoring (fused log-probs from hidden sta
 """
 
 from alignfw.models.causal_lm import CausalLM
-from alignfw.models.classifier import checkpointing, classifier_from_policy, enable_checkpointing, load_classifier, score_sequences
+from alignfw.models.classifier import ClassifierTokenizer, checkpointing, classifier_from_policy, enable_checkpointing, load_classifier, score_sequences
 from alignfw.models.loading import BUILTIN_MODELS, native_tokenizer, parse_dtype, resolve_model_path, save_tokenizer
 from alignfw.models.protocol import Generation, PolicyModel
 from alignfw.models.scoring import (
@@ -32,6 +32,7 @@ __all__ = [
     "PolicyModel",
     "PolicyModule",
     "checkpointing",
+    "ClassifierTokenizer",
     "classifier_from_policy",
     "enable_checkpointing",
     "disable_dropout",

@@ -34,6 +34,7 @@ def test_backbone_is_the_policys(make_trainer):
     t = make_trainer("reward_model", "preference", data=dict(n_train=8, n_eval=8), steps=1, batch_size=4)
     rm, lm = t.algo.rm, t.model.lm
     assert rm.config.num_labels == 1 and rm.config.pad_token_id == t.model.tokenizer.pad_token_id
+    assert t.model.fast_tokenizer is not None and t.algo.tokenizer.fast is t.model.fast_tokenizer  # the policy's Rust tokenizer, not a second one
     for (name, p), q in zip(lm.base_model.named_parameters(), rm.base_model.parameters()):
         assert torch.equal(p, q), name
     assert not any(p.data_ptr() == q.data_ptr() for p, q in zip(lm.parameters(), rm.parameters()))  # a copy

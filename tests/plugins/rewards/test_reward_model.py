@@ -29,9 +29,17 @@ def test_scores_match_a_direct_forward(rm_dir):
     prompts, responses = ["translate: cat =", "translate: big dog ="], [" nyan", " mago vauv"]
     got = rm(prompts, responses, [])
     for i, (p, r) in enumerate(zip(prompts, responses)):
-        enc = rm.tokenizer(p + r, return_tensors="pt")
+        enc = rm.tokenizer.hf(p + r, return_tensors="pt")
         want = (rm.model(**enc).logits[0, 0] - 0.5) * 2.0
         torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-5)  # padding must not change a score
+
+
+def test_rust_and_hugging_face_tokenizers_score_alike(rm_dir):
+    fast = RewardModel(RewardModelConfig(path=str(rm_dir), max_length=12))
+    slow = RewardModel(RewardModelConfig(path=str(rm_dir), max_length=12, fast_tokenizer=False))
+    assert fast.tokenizer.fast is not None and slow.tokenizer.fast is None
+    prompts, responses = ["translate: cat =", "translate: big red dog and a small cat =" * 3], [" nyan", " mago vauv <|endoftext|>"]
+    assert torch.equal(fast(prompts, responses, []), slow(prompts, responses, []))
 
 
 def test_missing_path_is_named(tmp_path):
