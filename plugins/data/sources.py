@@ -43,6 +43,7 @@ import json
 import math
 import os
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -401,9 +402,12 @@ def _as_str(value: Any, where: str, column: str) -> str:
     return value
 
 
+_LIST_START = re.compile(r"\s*\[")
+
+
 def _json_list(text: str) -> Optional[list]:
     """``text`` decoded if it is a JSON-encoded list (how a CSV cell holds a list), else None."""
-    if not text.lstrip().startswith("["):
+    if not _LIST_START.match(text):  # without copying the text (lstrip() would)
         return None
     try:
         value = json.loads(text)
@@ -573,13 +577,13 @@ def row_to_record(row: dict[str, Any], where: str, cfg: FileSourceConfig, kind: 
     """
     row = _expand_conversation(row, where, cfg)
     columns = _columns(cfg, row)
-    mapped = {c for c in columns.values() if _present(row, c)}
+    mapped = lambda: {c for c in columns.values() if _present(row, c)}  # noqa: E731 - for errors only
     if not _present(row, cfg.prompt_key):
-        raise _missing_column(where, "prompt", cfg.prompt_key, row, mapped, "", opt)
+        raise _missing_column(where, "prompt", cfg.prompt_key, row, mapped(), "", opt)
     for field_name in REQUIRED[kind]:
         column = columns[field_name]
         if not _present(row, column):
-            raise _missing_column(where, field_name, column, row, mapped, why, opt)
+            raise _missing_column(where, field_name, column, row, mapped(), why, opt)
     prompt_msgs = _messages_value(row[cfg.prompt_key])
     if prompt_msgs is not None:
         values = _conversation_fields(row, where, columns, check_messages(prompt_msgs, where, cfg.prompt_key))

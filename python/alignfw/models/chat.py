@@ -354,7 +354,7 @@ def encode_texts(texts: Sequence[str], tokenizer: Any, fast: Any = None) -> list
     out: list[list[int] | None] = [None] * len(texts)
     plain = [i for i, t in enumerate(texts) if not isinstance(t, (ChatText, UnrenderedChat))]
     for i, ids in zip(plain, _encode_plain([texts[i] for i in plain], tokenizer, fast)):
-        out[i] = list(ids)
+        out[i] = ids
     for i, t in enumerate(texts):
         if isinstance(t, UnrenderedChat):
             raise DataError(
