@@ -63,8 +63,10 @@ def pair(request) -> tuple[str, ClassifierTokenizer, ClassifierTokenizer]:
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert sorted(a) == sorted(b)
     for key in a:
-        assert a[key].dtype == b[key].dtype, key
-        assert torch.equal(a[key], b[key]), (key, a[key], b[key])
+        assert a[key].shape == b[key].shape, key
+        # the lowest transformers allowed builds the tensors of an all-empty batch as float32; ours stay int64
+        assert a[key].dtype == b[key].dtype or a[key].numel() == 0, key
+        assert torch.equal(a[key], b[key].to(a[key].dtype)), (key, a[key], b[key])
 
 
 @pytest.mark.parametrize("max_length", [1, 2, 3, 8, 24, 1024])
