@@ -4,7 +4,7 @@
 //! - [`added`]: added tokens (special and not) split off the text as Hugging Face does, for every family.
 //! - [`bpe`]: byte-level BPE (pre-tokenize, train, encode, decode), Hugging Face compatible.
 //! - [`pipeline`]: WordPiece, SentencePiece-style BPE and Unigram tokenizers read from `tokenizer.json`.
-//! - [`parallel`]: reusable thread pools; batches whose results the calling thread converts in order.
+//! - [`parallel`]: reusable thread pools (the tokenizers' batches).
 
 pub mod added;
 pub mod bpe;

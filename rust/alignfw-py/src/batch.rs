@@ -35,54 +35,20 @@ fn run<R: Send>(
     .map_err(to_pyerr)
 }
 
-/// A batch as one Python list of per-text lists. `encoder(allowed)` gives the per-text encoding
-/// function and `ids_of` reads one result's ids.
-///
-/// The texts are encoded on `num_threads` threads, this one among them, and each finished chunk's
-/// lists are built here under the GIL while the other threads keep encoding
-/// ([`alignfw_core::parallel::map_in_order`]): building the lists is the one serial step, and run
-/// after the encoding it capped a two-thread batch at about 1.6x one thread.
-pub(crate) fn encode_lists<'py, R, F>(
+/// A batch as one Python list of per-text lists; `lists` builds each result's list from its ids.
+pub(crate) fn encode_lists<'py, R: Send>(
     py: Python<'py>,
     texts: &Bound<'py, PyAny>,
     allowed_special: Option<&Bound<'py, PyAny>>,
-    num_threads: Option<usize>,
-    encoder: impl FnOnce(&AllowedSpecial) -> Result<F, Error> + Send,
-    ids_of: impl Fn(&R) -> &[u32] + Sync,
+    encode: impl FnOnce(&[&str], &AllowedSpecial) -> Result<Vec<R>, Error> + Send,
+    ids_of: impl Fn(&R) -> &[u32],
     lists: &IdLists,
-) -> PyResult<Bound<'py, PyList>>
-where
-    R: Send + Sync,
-    F: Fn(&str) -> Result<R, Error> + Sync,
-{
-    let texts = extract_texts(texts)?;
-    let allowed = parse_allowed(allowed_special)?;
-    let mut out: Vec<Py<PyList>> = Vec::with_capacity(texts.len());
-    let mut convert_error: Option<PyErr> = None;
-    py.detach(|| {
-        let encode = encoder(&allowed)?;
-        alignfw_core::parallel::map_in_order(
-            &texts,
-            num_threads,
-            |t| encode(t.as_str()?),
-            |part| {
-                Python::attach(|py| {
-                    for r in part {
-                        match lists.list(py, ids_of(r)) {
-                            Ok(l) => out.push(l.unbind()),
-                            Err(e) => {
-                                convert_error.get_or_insert(e);
-                            }
-                        }
-                    }
-                })
-            },
-        )
-    })
-    .map_err(to_pyerr)?;
-    if let Some(e) = convert_error {
-        return Err(e);
-    }
+) -> PyResult<Bound<'py, PyList>> {
+    let batch = run(py, texts, allowed_special, encode)?;
+    let out = batch
+        .iter()
+        .map(|r| lists.list(py, ids_of(r)))
+        .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, out)
 }
 

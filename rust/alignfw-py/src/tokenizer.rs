@@ -262,8 +262,7 @@ impl BpeTokenizer {
             py,
             texts,
             allowed_special,
-            num_threads,
-            |allowed| t.encoder(allowed),
+            |texts, allowed| t.encode_batch(texts, allowed, num_threads),
             |ids: &Vec<u32>| ids.as_slice(),
             &self.lists,
         )

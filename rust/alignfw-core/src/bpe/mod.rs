@@ -302,13 +302,6 @@ impl Tokenizer {
         self.encode_with(text, &splitter)
     }
 
-    /// `encode(_, allowed)` as a function of the text alone, for batches: the added-token matcher is
-    /// set up once.
-    pub fn encoder(&self, allowed: &AllowedSpecial) -> Result<impl Fn(&str) -> Result<Vec<u32>> + Sync + '_> {
-        let splitter = self.splitter(allowed)?;
-        Ok(move |text: &str| self.encode_with(text, &splitter))
-    }
-
     /// [`Self::encode`], except that no added token is matched over the byte ranges `literal`
     /// ([`crate::added::Splitter::with_literal`]).
     pub fn encode_literal(

@@ -428,17 +428,6 @@ impl Tokenizer {
         Ok(())
     }
 
-    /// `encode(_, allowed, add_special_tokens)` as a function of the text alone, for batches (ids only:
-    /// the offsets are not computed): the added-token matcher is set up once.
-    pub fn encoder(
-        &self,
-        allowed: &AllowedSpecial,
-        add_special_tokens: bool,
-    ) -> Result<impl Fn(&str) -> Result<Encoding> + Sync + '_> {
-        let splitter = self.splitter(allowed)?;
-        Ok(move |text: &str| self.encode_with(text, &splitter, add_special_tokens, false))
-    }
-
     /// Encodes many texts in parallel on `num_threads` threads (rayon's global pool when `None`).
     /// Offsets are computed only with `offsets` (else they are meaningless).
     pub fn encode_batch<S: AsRef<str> + Sync>(
