@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use alignfw_core::added::literal_byte_spans;
 use alignfw_core::pipeline::{
     char_offsets, train_unigram, train_wordpiece, Encoding, Tokenizer, UnigramTrainerConfig, WordPieceTrainerConfig,
 };
@@ -140,9 +139,9 @@ impl SubwordTokenizer {
         let ids = py
             .detach(|| {
                 let s = text.as_str()?;
-                match literal.as_deref() {
-                    None | Some([]) => t.encode_ids(s, &allowed, add_special_tokens),
-                    Some(spans) => t.encode_ids_literal(s, &allowed, add_special_tokens, literal_byte_spans(s, spans)?),
+                match &literal {
+                    None => t.encode_ids(s, &allowed, add_special_tokens),
+                    Some(spans) => t.encode_ids_literal(s, &allowed, add_special_tokens, spans),
                 }
             })
             .map_err(to_pyerr)?;

@@ -220,9 +220,9 @@ impl BpeTokenizer {
         let ids = py
             .detach(|| {
                 let s = text.as_str()?;
-                match literal.as_deref() {
-                    None | Some([]) => t.encode(s, &allowed),
-                    Some(spans) => t.encode_literal(s, &allowed, alignfw_core::added::literal_byte_spans(s, spans)?),
+                match &literal {
+                    None => t.encode(s, &allowed),
+                    Some(spans) => t.encode_literal(s, &allowed, spans),
                 }
             })
             .map_err(to_pyerr)?;

@@ -302,15 +302,14 @@ impl Tokenizer {
         self.encode_with(text, &splitter)
     }
 
-    /// [`Self::encode`], except that no added token is matched over the byte ranges `literal`
-    /// ([`crate::added::Splitter::with_literal`]).
-    pub fn encode_literal(
-        &self,
-        text: &str,
-        allowed: &AllowedSpecial,
-        literal: Vec<std::ops::Range<usize>>,
-    ) -> Result<Vec<u32>> {
-        self.encode_with(text, &self.splitter(allowed)?.with_literal(literal))
+    /// [`Self::encode`], except that no added token is matched over the `(start, end)` character
+    /// spans `literal` of `text` ([`crate::added::Splitter::with_literal`]).
+    pub fn encode_literal(&self, text: &str, allowed: &AllowedSpecial, literal: &[(usize, usize)]) -> Result<Vec<u32>> {
+        let spans = crate::added::literal_byte_spans(text, literal)?;
+        if spans.is_empty() {
+            return self.encode(text, allowed);
+        }
+        self.encode_with(text, &self.splitter(allowed)?.with_literal(spans))
     }
 
     fn splitter(&self, allowed: &AllowedSpecial) -> Result<Cow<'_, Splitter>> {

@@ -229,16 +229,20 @@ impl Tokenizer {
         Ok(self.encode_with(text, &splitter, add_special_tokens, false)?.ids)
     }
 
-    /// The ids of [`Tokenizer::encode`], except that no added token is matched over the byte ranges
-    /// `literal` ([`crate::added::Splitter::with_literal`]).
+    /// The ids of [`Tokenizer::encode`], except that no added token is matched over the
+    /// `(start, end)` character spans `literal` of `text` ([`crate::added::Splitter::with_literal`]).
     pub fn encode_ids_literal(
         &self,
         text: &str,
         allowed: &AllowedSpecial,
         add_special_tokens: bool,
-        literal: Vec<std::ops::Range<usize>>,
+        literal: &[(usize, usize)],
     ) -> Result<Vec<u32>> {
-        let splitter = self.splitter(allowed)?.with_literal(literal);
+        let spans = crate::added::literal_byte_spans(text, literal)?;
+        if spans.is_empty() {
+            return self.encode_ids(text, allowed, add_special_tokens);
+        }
+        let splitter = self.splitter(allowed)?.with_literal(spans);
         Ok(self.encode_with(text, &splitter, add_special_tokens, false)?.ids)
     }
 
