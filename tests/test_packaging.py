@@ -23,6 +23,7 @@ import sys
 import tarfile
 import tomllib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -180,13 +181,16 @@ def test_sdist_holds_real_files_and_the_license():
 
 
 @pytest.fixture(scope="module", params=PYTHONS, ids=lambda p: Path(p).name)
-def fresh_venv(request, tmp_path_factory) -> Path:
+def fresh_venv(request, tmp_path_factory) -> Iterator[Path]:
     """A venv outside the repository with the wheel and its dependencies, installed without Rust."""
     if not WHEEL:
         pytest.skip("set ALIGNFW_WHEEL to a built wheel (.ci/run does)")
-    py = make_venv(tmp_path_factory.mktemp("fresh") / "venv", request.param)
+    where = tmp_path_factory.mktemp("fresh")
+    py = make_venv(where / "venv", request.param)
     subprocess.run([str(py), "-m", "pip", "install", "-q", WHEEL], check=True, timeout=1500, env=no_rust_env())
-    return py
+    yield py
+    # each holds torch with its CUDA libraries (~5.5 GB): one at a time keeps CI's disk peak down
+    shutil.rmtree(where, ignore_errors=True)
 
 
 @pytest.mark.slow
