@@ -25,6 +25,17 @@ tricky_text = st.text(
     max_size=60,
 )
 
+# Long pieces (more than 64 bytes) start from character tokens where the merges allow (bpe/chars.rs):
+# unspaced runs of letters of 1 to 4 bytes, and of symbols with joiners and variation selectors.
+long_letters = st.lists(
+    st.sampled_from([*"的一是不了中文国人aéüßжшאבاحǅ𝔘𝔫ſ", "e\u0301"]), min_size=30, max_size=120
+).map("".join)
+long_symbols = st.lists(
+    st.sampled_from(["😀", "🎉", "👩\u200d💻", "🇫🇷", "❤\ufe0f", "✨", "👍🏽", "。", "，", "!", "\u200d", "½"]),
+    min_size=20,
+    max_size=60,
+).map("".join)
+
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_ids_equal_hf_on_mixed_corpus(trained, hf_of, corpus_files, pattern):
@@ -39,7 +50,7 @@ def test_ids_equal_hf_on_mixed_corpus(trained, hf_of, corpus_files, pattern):
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(any_text, tricky_text))
+@given(text=st.one_of(any_text, tricky_text, long_letters, long_symbols))
 def test_ids_equal_hf_on_arbitrary_strings(trained, hf_of, pattern, text):
     assert (
         trained[pattern].encode(text, allowed_special="all")
@@ -288,7 +299,7 @@ def test_offsets_equal_hf(trained, corpus_files, pattern, edit):
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(any_text, tricky_text))
+@given(text=st.one_of(any_text, tricky_text, long_letters, long_symbols))
 def test_offsets_equal_hf_on_arbitrary_strings(trained, hf_of, pattern, text):
     want = hf_of[pattern].encode(text, add_special_tokens=False)
     ids, offsets = trained[pattern].encode_with_offsets(text, allowed_special="all")
