@@ -560,6 +560,12 @@ impl Tokenizer {
     /// in the first-level cache) are inlined into the pre-tokenizer's loop; the rest is a call.
     #[inline(always)]
     fn encode_piece(&self, piece: &[u8], cache: &mut PieceCache, out: &mut Vec<u32>) {
+        self.encode_piece_keyed(piece, short_key(piece), cache, out)
+    }
+
+    /// [`Self::encode_piece`] given the piece's `short_key`.
+    #[inline(always)]
+    fn encode_piece_keyed(&self, piece: &[u8], key: Option<u128>, cache: &mut PieceCache, out: &mut Vec<u32>) {
         if piece.len() == 1 {
             let id = self.byte_ids[piece[0] as usize];
             if id != NO_ID {
@@ -567,12 +573,6 @@ impl Tokenizer {
                 return;
             }
         }
-        self.encode_piece_keyed(piece, short_key(piece), cache, out)
-    }
-
-    /// [`Self::encode_piece`] past the single-byte case, given the piece's `short_key`.
-    #[inline(always)]
-    fn encode_piece_keyed(&self, piece: &[u8], key: Option<u128>, cache: &mut PieceCache, out: &mut Vec<u32>) {
         if let Some(k) = key {
             // First level: a direct-mapped table (the scanner prefetched the slot), with one- and
             // two-id results stored inline (the frequent pieces of natural text hit here). It holds
@@ -796,15 +796,8 @@ impl EncodePieces<'_> {
     fn flush(&mut self) {
         let (s, e, key) = self.pending;
         if s < e {
-            let piece = &self.text[s..e];
-            if piece.len() == 1 {
-                let id = self.tokenizer.byte_ids[piece[0] as usize];
-                if id != NO_ID {
-                    self.out.push(id);
-                    return;
-                }
-            }
-            self.tokenizer.encode_piece_keyed(piece, key, self.cache, self.out)
+            self.tokenizer
+                .encode_piece_keyed(&self.text[s..e], key, self.cache, self.out)
         }
     }
 }
