@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+import sys
 import threading
 
 import numpy as np
@@ -25,7 +26,7 @@ def test_batch_equals_single_on_any_thread_count(trained, corpus_files):
 
 
 def test_large_batches_equal_single_and_report_the_first_bad_text(trained):
-    # Many chunks: the calling thread builds each chunk's lists while the other threads encode.
+    # Many texts on several threads, then the first failing text's error whatever the thread count.
     from alignfw.exceptions import TokenizerError
 
     for family in ("gpt2", "llama3"):
@@ -55,6 +56,61 @@ def test_id_lists_are_not_tracked_by_the_cyclic_gc(trained):
     # untracked lists are ordinary lists: mutable, freed by reference counting
     single.append(5)
     assert single[-1] == 5 and tok.decode(batch[7]) == texts[7]
+
+
+def test_id_lists_own_a_reference_to_each_int(trained):
+    # encode writes the reference counts of its cached ints itself (no interpreter call per id):
+    # each list holds one reference per element, given back when the list goes.
+    tok = trained["gpt2"]
+    text = "the reference counts of the tokenizer's cached ints " * 3
+    ids = tok.encode(text)
+    big = max(ids)  # above 256: an ordinary (mortal) int that the tokenizer keeps
+    assert big > 256
+    base = sys.getrefcount(big)
+    kept = [tok.encode(text) for _ in range(50)] + tok.encode_batch([text] * 50)
+    assert sys.getrefcount(big) == base + 100 * ids.count(big)
+    del kept
+    assert sys.getrefcount(big) == base
+    small = min(ids)  # immortal from Python 3.12: its count must not change either way
+    for _ in range(1000):
+        tok.encode(text)
+    assert small == min(tok.encode(text))
+
+
+def test_encode_from_a_finalizer_that_encode_set_off(trained):
+    # encode fills a per-thread buffer of ids. Making its list can run a collection (at once before
+    # Python 3.12, which defers it), and so a finalizer that encodes on the same thread while that
+    # buffer is in use: that call gets a buffer of its own.
+    tok = trained["gpt2"]
+    encode, inside, seen, errors = tok.encode, [False], [], []
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            try:
+                seen.append((inside[0], tok.encode("from a finalizer")))
+            except BaseException as e:  # a finalizer's exception is only printed: keep it
+                errors.append(e)
+
+    expected, text = tok.encode("from a finalizer"), "the outer call " * 20
+    outer = tok.encode(text)
+    threshold = gc.get_threshold()
+    try:
+        gc.set_threshold(1)  # the next container allocated after Cycle() (encode's list) collects
+        for _ in range(20):
+            gc.collect()
+            Cycle()
+            inside[0] = True
+            assert encode(text) == outer
+            inside[0] = False
+    finally:
+        gc.set_threshold(*threshold)
+    gc.collect()
+    assert not errors and len(seen) == 20 and all(ids == expected for _, ids in seen)
+    if sys.version_info < (3, 12):
+        assert all(during for during, _ in seen)  # each finalizer ran inside encode
 
 
 def test_encode_releases_the_gil(trained):

@@ -5,9 +5,12 @@
 //! through its cached UTF-8 form (`PyBackedStr`), and the flat form is assembled while the GIL is
 //! released. Only the per-text id lists (`encode_batch`) are built under the GIL ([`IdLists`]).
 
+use std::cell::RefCell;
+
 use alignfw_core::bpe::AllowedSpecial;
 use alignfw_core::Error;
 use numpy::{IntoPyArray, PyArray1};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString};
@@ -85,6 +88,28 @@ fn extract_texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Text>> {
     obj.try_iter()?.map(|item| Text::extract(&item?)).collect()
 }
 
+/// Runs `f` with this thread's empty buffer of ids, which `encode` fills and reads its list from: a
+/// fresh `Vec` per call cost a `malloc`, and for long texts fresh pages, each time. A call made while
+/// the buffer is in use (from a finalizer that the list's allocation let run) gets a new one, and a
+/// buffer grown past 4 MiB is not kept.
+pub(crate) fn with_ids_buffer<R>(f: impl FnOnce(&mut Vec<u32>) -> R) -> R {
+    const MAX_KEPT: usize = 1 << 20;
+    thread_local! {
+        static IDS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    }
+    IDS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut ids) => {
+            ids.clear();
+            let r = f(&mut ids);
+            if ids.capacity() > MAX_KEPT {
+                *ids = Vec::new();
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// Python lists of ids. One Python int per id of the vocabulary is made once, so a list costs a
 /// reference-count increment per element instead of an int allocation (the conversion runs under the
 /// GIL, so it bounds how well batches scale).
@@ -120,9 +145,46 @@ impl IdLists {
                 })
                 .collect()
         });
-        let list = PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))?;
-        // SAFETY: the GIL is held (`py`) and `list` is a live list object.
-        unsafe { pyo3::ffi::PyObject_GC_UnTrack(list.as_ptr().cast()) };
-        Ok(list)
+        let len = ffi::Py_ssize_t::try_from(ids.len()).expect("a slice's length fits isize");
+        // SAFETY: the GIL is held (`py`). `PyList_New` gives a new reference (null on failure) to a
+        // list of `len` empty slots; `PyList_SetItem` fills slot `i < len` with a reference it takes
+        // over, which `new_ref` makes to an int that `ints` keeps alive.
+        unsafe {
+            let list = ffi::PyList_New(len);
+            if list.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            let list = Bound::from_owned_ptr(py, list).cast_into_unchecked::<PyList>();
+            for (i, &id) in ids.iter().enumerate() {
+                let int = ints[id as usize].as_ptr();
+                new_ref(int);
+                ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, int);
+            }
+            ffi::PyObject_GC_UnTrack(list.as_ptr().cast());
+            Ok(list)
+        }
     }
+}
+
+/// `Py_INCREF` written inline. Under the limited API PyO3 calls the interpreter's `_Py_IncRef` for
+/// each one, and at one per id that call was 11% of `encode` on one thread. CPython's own header
+/// inlines the increment for stable-ABI builds older than 3.12 (such as this abi3-py310 one), and
+/// 3.12+ runs those unchanged; this is 3.12's form of it, which works on every version from 3.10:
+/// the low 32 bits of `ob_refcnt` hold the count and are negative as an `i32` on an immortal object
+/// (the small ints, from 3.12), whose count must stay as it is.
+///
+/// # Safety
+/// `obj` is a live object, the GIL is held, and the build is not free-threaded (abi3 never is).
+#[inline(always)]
+unsafe fn new_ref(obj: *mut ffi::PyObject) {
+    #[cfg(all(target_pointer_width = "64", target_endian = "little"))]
+    {
+        let count = obj.cast::<u32>();
+        let n = *count;
+        if (n as i32) >= 0 {
+            *count = n + 1;
+        }
+    }
+    #[cfg(not(all(target_pointer_width = "64", target_endian = "little")))]
+    ffi::Py_INCREF(obj);
 }

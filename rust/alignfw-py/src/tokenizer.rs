@@ -217,16 +217,11 @@ impl BpeTokenizer {
         let text = Text::extract(text)?;
         let allowed = parse_allowed(allowed_special)?;
         let t = &self.inner;
-        let ids = py
-            .detach(|| {
-                let s = text.as_str()?;
-                match &literal {
-                    None => t.encode(s, &allowed),
-                    Some(spans) => t.encode_literal(s, &allowed, spans),
-                }
-            })
-            .map_err(to_pyerr)?;
-        self.lists.list(py, &ids)
+        batch::with_ids_buffer(|ids| {
+            py.detach(|| t.encode_into(text.as_str()?, &allowed, literal.as_deref().unwrap_or_default(), ids))
+                .map_err(to_pyerr)?;
+            self.lists.list(py, ids)
+        })
     }
 
     /// Encodes one text to `(ids, offsets)`, offsets being `(start, end)` character positions.

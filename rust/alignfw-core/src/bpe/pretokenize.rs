@@ -253,16 +253,12 @@ fn split_gpt2(s: &[u8], f: &mut impl OnPiece) {
                 }
             }
             // ` ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+`: an optional space, then a run of one class. The
-            // run starts after the first character of that class, which is known to belong to it.
-            let (cl, len) = class_len_at(s, i);
-            let (after, run_class) = if b == b' ' && i + 1 < s.len() {
-                match class_len_at(s, i + 1) {
-                    (cl2, len2) if cl2 & SPACE == 0 => (i + 1 + len2, cl2),
-                    _ => (i + 1, cl),
-                }
-            } else {
-                (i + len, cl)
-            };
+            // run starts after the first character of that class, which is known to belong to it. A
+            // space followed by whitespace is whitespace whichever character is looked at, so the
+            // class is simply the next character's after a space (no branch to mispredict on it).
+            let j = i + usize::from((b == b' ') & (i + 1 < s.len()));
+            let (run_class, len) = class_len_at(s, j);
+            let after = j + len;
             if run_class & LETTER != 0 {
                 run_letters(s, after)
             } else if run_class & NUMBER != 0 {

@@ -79,6 +79,21 @@ fn special_tokens_need_permission() {
 }
 
 #[test]
+fn encode_into_appends_what_encode_returns() {
+    let t = trained(Pattern::Llama3);
+    let (a, b) = ("a<|endoftext|>b naïve", "你好 <|endoftext|> world");
+    let mut out = vec![7];
+    t.encode_into(a, &AllowedSpecial::All, &[], &mut out).unwrap();
+    t.encode_into(b, &AllowedSpecial::All, &[(3, 16)], &mut out).unwrap();
+    let mut expected = vec![7];
+    expected.extend(t.encode(a, &AllowedSpecial::All).unwrap());
+    expected.extend(t.encode_literal(b, &AllowedSpecial::All, &[(3, 16)]).unwrap());
+    assert_eq!(out, expected);
+    assert_eq!(out.iter().filter(|&&i| i == 0).count(), 1); // the literal span kept its text
+    assert!(t.encode_into(b, &AllowedSpecial::All, &[(3, 99)], &mut out).is_err());
+}
+
+#[test]
 fn json_round_trip_keeps_ids() {
     for p in [
         Pattern::Gpt2,
@@ -201,6 +216,17 @@ fn short_keys_are_the_zero_padded_bytes_and_length() {
         assert_eq!(short_key(&bytes[..n]), Some(u128::from_le_bytes(buf)), "length {n}");
     }
     assert_eq!(short_key(&bytes), None);
+    // The scanner's form, from one load where 16 bytes follow the start: the same keys.
+    let text: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) | 1).collect();
+    for start in 0..text.len() {
+        for end in start + 1..=text.len().min(start + 20) {
+            assert_eq!(
+                short_key_at(&text, start, end),
+                short_key(&text[start..end]),
+                "{start}..{end}"
+            );
+        }
+    }
 }
 
 #[test]
