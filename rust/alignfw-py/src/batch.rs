@@ -169,9 +169,10 @@ impl IdLists {
 /// `Py_INCREF` written inline. Under the limited API PyO3 calls the interpreter's `_Py_IncRef` for
 /// each one, and at one per id that call was 11% of `encode` on one thread. CPython's own header
 /// inlines the increment for stable-ABI builds older than 3.12 (such as this abi3-py310 one), and
-/// 3.12+ runs those unchanged; this is 3.12's form of it, which works on every version from 3.10:
-/// the low 32 bits of `ob_refcnt` hold the count and are negative as an `i32` on an immortal object
-/// (the small ints, from 3.12), whose count must stay as it is.
+/// 3.12+ runs those unchanged. This is the immortality-aware form of the 3.12-3.14 headers, which
+/// holds on every version from 3.10: the low 32 bits of `ob_refcnt` are the count, negative as an
+/// `i32` on an immortal object (the small ints, from 3.12), whose count must stay as it is. (A mortal
+/// object would need 2^31 references to look immortal.)
 ///
 /// # Safety
 /// `obj` is a live object, the GIL is held, and the build is not free-threaded (abi3 never is).
