@@ -577,25 +577,20 @@ impl Tokenizer {
         Ok(())
     }
 
-    /// BPE on one piece's bytes, through the cache. The common case, a piece found in the first-level
-    /// cache, is inlined into the pre-tokenizer's loop; the rest is a call. Single bytes go the same
-    /// way: a test of their own, ahead of the cache, was a branch that the mixed lengths of pieces
-    /// mispredicted (`callgrind --branch-sim=yes`: 6% of a pass' mispredictions).
+    /// BPE on one piece's bytes, through the cache. Single bytes go through it too: a test of their
+    /// own, ahead of the cache, was a branch that the mixed lengths of pieces mispredicted
+    /// (`callgrind --branch-sim=yes`: 6% of a pass' mispredictions).
     #[inline(always)]
     fn encode_piece(&self, piece: &[u8], cache: &mut PieceCache, out: &mut Vec<u32>) {
-        self.encode_piece_keyed(piece, short_key(piece), cache, out)
-    }
-
-    /// [`Self::encode_piece`] given the piece's `short_key`.
-    #[inline(always)]
-    fn encode_piece_keyed(&self, piece: &[u8], key: Option<u128>, cache: &mut PieceCache, out: &mut Vec<u32>) {
-        match key {
+        match short_key(piece) {
             Some(k) => self.encode_piece_at(piece, k, hot_index(k), cache, out),
             None => self.encode_piece_uncached(piece, cache, out),
         }
     }
 
-    /// [`Self::encode_piece`] given the piece's `short_key` `k` and its first-level slot `at`.
+    /// [`Self::encode_piece`] given the piece's `short_key` `k` and its first-level slot `at`: the
+    /// common case, a first-level hit, is inlined into the pre-tokenizer's loop ([`EncodePieces`]);
+    /// the rest is a call.
     #[inline(always)]
     fn encode_piece_at(&self, piece: &[u8], k: u128, at: usize, cache: &mut PieceCache, out: &mut Vec<u32>) {
         // First level: a direct-mapped table (the scanner prefetched the slot), with one- and
