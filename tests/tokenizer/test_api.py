@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import gc
 import pickle
 import sys
@@ -81,6 +82,30 @@ def test_id_lists_own_a_reference_to_each_int(trained):
     assert sys.getrefcount(small) == base + (0 if immortal else 50 * ids.count(small))
     del kept
     assert sys.getrefcount(small) == base
+
+
+def test_large_batches_fill_their_lists_on_threads_with_exact_reference_counts(trained):
+    # From 2^15 ids (or the vocabulary's size), a batch's lists are filled on the threads without the
+    # GIL, each counting the references it stores per id; the counts are added once the GIL is back.
+    # Every int the batch holds must then count exactly its occurrences, on any thread count, and lose
+    # them with the lists.
+    tok = trained["gpt2"]
+    texts = [f"reference {i % 97} counted on {i % 5} threads: naïve 北京 " * (1 + i % 4) for i in range(4000)]
+    single = [tok.encode(t) for t in texts]
+    occurrences = collections.Counter(i for ids in single for i in ids)
+    assert sum(occurrences.values()) >= max(1 << 15, tok.vocab_size)
+    immortal = sys.version_info >= (3, 12)
+    ints = {i: next(x for ids in single for x in ids if x == i) for i in occurrences}
+    mortal = [i for i in occurrences if i > 256 or not immortal]
+    base = {i: sys.getrefcount(ints[i]) for i in ints}
+    for n in (None, 2, 3, 1):
+        batch = tok.encode_batch(texts, num_threads=n)
+        assert batch == single
+        assert not any(gc.is_tracked(ids) for ids in batch)
+        assert all(sys.getrefcount(ints[i]) == base[i] + occurrences[i] for i in mortal), n
+        assert all(sys.getrefcount(ints[i]) == base[i] for i in ints if i not in mortal), n
+        del batch
+        assert all(sys.getrefcount(ints[i]) == base[i] for i in ints), n
 
 
 def test_encode_from_a_finalizer_that_encode_set_off(trained):

@@ -205,6 +205,10 @@ def test_family_equals_hf_on_the_corpus(family_specs, corpus_files, name):
     _check(ours, hf, "".join(lines[:200]))
     want = [e.ids for e in hf.encode_batch(lines, add_special_tokens=True)]
     assert ours.encode_batch(lines, allowed_special="all", add_special_tokens=True, num_threads=2) == want
+    # A batch of 2^15 ids or more (and the vocabulary's size): its lists are filled on the threads
+    # (the binding's other path).
+    times = 1 + max(1 << 15, ours.vocab_size) // sum(map(len, want))
+    assert ours.encode_batch(lines * times, allowed_special="all", add_special_tokens=True, num_threads=2) == want * times
     assert ours.decode_batch(want) == hf.decode_batch(want, skip_special_tokens=False)
     # The flat batch (the bindings' shared batch path) holds the same ids, text after text.
     ids, offsets = ours.encode_batch_flat(lines, allowed_special="all", num_threads=2)

@@ -26,3 +26,13 @@ pub fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
     pools.insert(n, p.clone());
     Ok(p)
 }
+
+/// Runs `f` on a pool of `num_threads` threads ([`pool`]), or where it is called (so on rayon's global
+/// pool) when `None`. `Some(0)` is refused.
+pub fn install<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
+    match num_threads {
+        Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
+        Some(n) => Ok(pool(n)?.install(f)),
+        None => Ok(f()),
+    }
+}

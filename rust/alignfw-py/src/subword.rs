@@ -183,6 +183,7 @@ impl SubwordTokenizer {
             py,
             texts,
             allowed_special,
+            num_threads,
             |texts, allowed| t.encode_batch(texts, allowed, add_special_tokens, false, num_threads),
             |e: &Encoding| e.ids.as_slice(),
             &self.lists,

@@ -257,6 +257,7 @@ impl BpeTokenizer {
             py,
             texts,
             allowed_special,
+            num_threads,
             |texts, allowed| t.encode_batch(texts, allowed, num_threads),
             |ids: &Vec<u32>| ids.as_slice(),
             &self.lists,

@@ -690,18 +690,10 @@ impl Tokenizer {
     ) -> Result<Vec<Vec<u32>>> {
         let splitter = self.splitter(allowed)?;
         let splitter = splitter.as_ref();
-        let run = || {
-            texts
-                .par_iter()
-                .with_min_len(1)
-                .map(|t| self.encode_one(t.as_ref(), splitter))
-                .collect()
-        };
+        let one = |t: &S| self.encode_one(t.as_ref(), splitter);
         match num_threads {
-            Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
-            Some(1) => texts.iter().map(|t| self.encode_one(t.as_ref(), splitter)).collect(),
-            Some(n) => Ok(crate::parallel::pool(n)?.install(run)?),
-            None => run(),
+            Some(1) => texts.iter().map(one).collect(),
+            _ => crate::parallel::install(num_threads, || texts.par_iter().with_min_len(1).map(one).collect())?,
         }
     }
 

@@ -446,10 +446,8 @@ impl Tokenizer {
         let splitter = splitter.as_ref();
         let one = |t: &S| self.encode_with(t.as_ref(), splitter, add_special_tokens, offsets);
         match num_threads {
-            Some(0) => Err(Error::InvalidInput("num_threads must be at least 1".into())),
             Some(1) => texts.iter().map(one).collect(),
-            Some(n) => crate::parallel::pool(n)?.install(|| texts.par_iter().map(one).collect()),
-            None => texts.par_iter().map(one).collect(),
+            _ => crate::parallel::install(num_threads, || texts.par_iter().map(one).collect())?,
         }
     }
 
