@@ -244,3 +244,43 @@ fn letter_runs_longer_than_a_word_split_as_the_regex() {
         assert_eq!(got, want);
     }
 }
+
+#[test]
+fn cached_pieces_equal_merged_ones_as_the_table_grows_and_clears() {
+    // More distinct pieces than the cache holds (MAX_CACHE_ENTRIES), short (1-15 bytes, the table)
+    // and long (16-128, their map; over 128, never cached), each text encoded twice (the second time
+    // from the cache): every piece's ids must be those of merging it afresh.
+    let t = trained(Pattern::Gpt2);
+    let word = |mut i: usize, len: usize| -> String {
+        let mut w = String::from(" ");
+        for _ in 0..len {
+            w.push(char::from(b'a' + (i % 26) as u8));
+            i /= 26;
+        }
+        w
+    };
+    let n = MAX_CACHE_ENTRIES + MAX_CACHE_ENTRIES / 2;
+    let text: String = (0..n).map(|i| word(i * 7919, 2 + i % 13)).collect::<String>()
+        + &(0..200).map(|i| word(i * 31, 15 + i % 130)).collect::<String>();
+    let pieces = t.pre_tokenize(&text).unwrap();
+    assert!(pieces.iter().filter(|p| p.len() <= 15).count() > MAX_CACHE_ENTRIES);
+    let mut expected = Vec::new();
+    let (mut ids, mut scratch) = (Vec::new(), Vec::new());
+    for p in &pieces {
+        t.merge_piece(p.as_bytes(), &mut ids, &mut scratch);
+        expected.extend_from_slice(&ids);
+    }
+    for _ in 0..2 {
+        assert_eq!(t.encode(&text, &AllowedSpecial::None).unwrap(), expected);
+    }
+    // The same pieces one by one, through `encode_piece`'s path (no scanner prefetch).
+    for _ in 0..2 {
+        let mut one_by_one = Vec::new();
+        with_cache(t.uid, |cache| {
+            for p in &pieces {
+                t.encode_piece(p.as_bytes(), cache, &mut one_by_one);
+            }
+        });
+        assert_eq!(one_by_one, expected);
+    }
+}
