@@ -160,28 +160,30 @@ def bench_pattern(
     )
     # The same batch call on 1 and 2 threads, round-robin: the parallel speed-up alone, without the
     # per-call overhead that the one-encode()-per-document figure above includes.
+    rounds = max(9, args.repeat)
     rr = round_robin(
         {
             (kind, n): (lambda f=f, n=n: f(docs, num_threads=n))
             for kind, f in (("lists", ours.encode_batch), ("numpy", ours.encode_batch_flat))
             for n in (1, 2)
         },
-        args.repeat,
+        rounds,
     )
+    speedup = {kind: [one / two for one, two in zip(rr[kind, 1], rr[kind, 2])] for kind in ("lists", "numpy")}
     print(
-        "alignfw batch call, 2 threads vs 1 thread (round-robin, wall): "
-        f"{rr['lists', 1] / rr['lists', 2]:5.2f}x lists, {rr['numpy', 1] / rr['numpy', 2]:5.2f}x numpy"
+        f"alignfw batch call, 2 threads vs 1 thread (round-robin, wall; median of {rounds} rounds' ratios "
+        f"[range]): {spread(speedup['lists'])} lists, {spread(speedup['numpy'])} numpy"
     )
-    ceiling = machine_scaling(ours.to_json(), docs, max(5, args.repeat))
+    ceiling = machine_scaling(ours.to_json(), docs, rounds)
     print(
         "the machine's own 2-core scaling: the 1-thread numpy call in 2 processes at once vs 1 alone "
-        f"(no GIL, no memory shared): {ceiling:5.2f}x"
+        f"(no GIL, no memory shared): {spread(ceiling)}"
     )
-    met = "MET" if rr["lists", 1] / rr["lists", 2] >= 1.8 else "NOT met"
+    lists = statistics.median(speedup["lists"])
+    met = "MET" if lists >= 1.8 else "NOT met"
     print(
         f"target (issue 14): 2-thread batch >= 1.8x the same call on 1 thread: {met} "
-        f"({rr['lists', 1] / rr['lists', 2]:.2f}x lists, against the machine's {ceiling:.2f}x; "
-        f"load average {load()})"
+        f"({lists:.2f}x lists, against the machine's {statistics.median(ceiling):.2f}x; load average {load()})"
     )
 
 
@@ -196,9 +198,9 @@ def _scaling_worker(conn, tok_json: str, docs: list[str]) -> None:
         conn.send(time.perf_counter() - w)
 
 
-def machine_scaling(tok_json: str, docs: list[str], repeat: int) -> float:
+def machine_scaling(tok_json: str, docs: list[str], repeat: int) -> list[float]:
     """What two cores give over one on this machine for this work: the same single-thread call timed in
-    one process alone and in two processes at once, round-robin (``2 * alone / pair``, medians; a
+    one process alone and in two processes at once, round-robin (``2 * alone / pair`` per round; a
     pair's time is its slower process'). Nothing is shared between the processes but the machine (its
     caches, memory bandwidth, a hypervisor's other guests), so this bounds any 2-thread speed-up."""
     ctx = multiprocessing.get_context("spawn")
@@ -221,7 +223,12 @@ def machine_scaling(tok_json: str, docs: list[str], repeat: int) -> float:
             parent.send(False)
         for p in procs:
             p.join()
-    return 2 * statistics.median(alone) / statistics.median(pair)
+    return [2 * a / p for a, p in zip(alone, pair)]
+
+
+def spread(ratios: list[float]) -> str:
+    """``median x [min-max]``: a ratio measured round by round, on a machine whose speed drifts."""
+    return f"{statistics.median(ratios):4.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
 
 
 def load() -> str:
@@ -229,9 +236,10 @@ def load() -> str:
 
 
 def round_robin(fns: dict, repeat: int) -> dict:
-    """Median wall seconds of each function over ``repeat`` rounds that call every function once. A
-    result is freed after its call's time is taken: freeing lists (a reference per id given back) is
-    the caller's cost whenever it drops them (on one thread, whatever the call's thread count)."""
+    """Wall seconds of each function in each of ``repeat`` rounds that call every function once (ratios
+    are taken round by round, between calls seconds apart). A result is freed after its call's time is
+    taken: freeing lists (a reference per id given back) is the caller's cost whenever it drops them
+    (on one thread, whatever the call's thread count)."""
     walls: dict = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
@@ -239,7 +247,7 @@ def round_robin(fns: dict, repeat: int) -> dict:
             out = fn()
             walls[k].append(time.perf_counter() - w)
             del out
-    return {k: statistics.median(v) for k, v in walls.items()}
+    return walls
 
 
 def main() -> None:
